@@ -1,0 +1,127 @@
+"""Fused bias + activation + gain + clamp (``bias_act``).
+
+``bias_act(x, b, dim, act, alpha, gain, clamp)`` computes, element-wise,
+
+    y = clamp(act(x + b[broadcast along dim], alpha) * gain, -clamp, clamp)
+
+with the call signature of NVIDIA's stylegan2-ada-pytorch. ``alpha`` and ``gain`` default per activation
+(see :data:`activation_funcs`); ``clamp=None`` disables clamping. ``impl='cuda'`` runs this project's
+CUDA kernel for GPU tensors when the extension builds and the PyTorch path otherwise; ``impl='ref'`` always
+runs the PyTorch path.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["activation_funcs", "ActivationSpec", "bias_act"]
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """Description of one activation function.
+
+    Attributes:
+        func: ``func(x, alpha) -> y`` in plain PyTorch ops.
+        def_alpha: default ``alpha`` (only ``lrelu`` uses it: the negative slope).
+        def_gain: default output gain (sqrt(2) for the ReLU family keeps the signal variance).
+        cuda_idx: index of the activation inside the CUDA kernel.
+        ref: which tensor the first derivative is computed from: ``'x'`` (the pre-activation) or ``'y'``
+            (the output); the CUDA path saves only that tensor.
+        has_2nd_grad: whether the second derivative is non-zero (then the pre-activation is kept as well).
+    """
+
+    func: Callable[[torch.Tensor, float], torch.Tensor]
+    def_alpha: float
+    def_gain: float
+    cuda_idx: int
+    ref: str
+    has_2nd_grad: bool
+
+    # Dict-style access, for code written against an EasyDict of these fields.
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+activation_funcs: dict[str, ActivationSpec] = {
+    "linear": ActivationSpec(lambda x, alpha: x, 0.0, 1.0, 1, "y", False),
+    "relu": ActivationSpec(lambda x, alpha: F.relu(x), 0.0, math.sqrt(2), 2, "y", False),
+    "lrelu": ActivationSpec(lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2), 3, "y", False),
+    "tanh": ActivationSpec(lambda x, alpha: torch.tanh(x), 0.0, 1.0, 4, "y", True),
+    "sigmoid": ActivationSpec(lambda x, alpha: torch.sigmoid(x), 0.0, 1.0, 5, "y", True),
+    "elu": ActivationSpec(lambda x, alpha: F.elu(x), 0.0, 1.0, 6, "y", True),
+    "selu": ActivationSpec(lambda x, alpha: F.selu(x), 0.0, 1.0, 7, "y", True),
+    "softplus": ActivationSpec(lambda x, alpha: F.softplus(x), 0.0, 1.0, 8, "y", True),
+    "swish": ActivationSpec(lambda x, alpha: torch.sigmoid(x) * x, 0.0, math.sqrt(2), 9, "x", True),
+}
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    impl: str = "cuda",
+) -> torch.Tensor:
+    """Add a bias, apply an activation, scale and clamp.
+
+    Args:
+        x: input of any shape, e.g. ``(N, C, H, W)`` or ``(N, C)``.
+        b: optional 1-D bias of length ``x.shape[dim]``.
+        dim: the axis of ``x`` the bias runs along.
+        act: a key of :data:`activation_funcs`.
+        alpha: activation parameter (negative slope for ``lrelu``); ``None`` = the activation's default.
+        gain: output scale; ``None`` = the activation's default.
+        clamp: clamp the output to ``[-clamp, clamp]``; ``None`` = no clamping.
+        impl: ``'cuda'`` or ``'ref'`` (see the module docstring).
+
+    Returns:
+        tensor of the shape and dtype of ``x``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError("x must be a tensor")
+    if impl not in ("cuda", "ref"):
+        raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
+    if act not in activation_funcs:
+        raise ValueError(f"unknown activation {act!r}; choose from {sorted(activation_funcs)}")
+    if clamp is not None and clamp < 0:
+        raise ValueError("clamp must be non-negative")
+    if b is not None:
+        if not isinstance(b, torch.Tensor) or b.ndim != 1:
+            raise ValueError("b must be a 1-D tensor")
+        if not 0 <= dim < x.ndim or b.shape[0] != x.shape[dim]:
+            raise ValueError(f"bias of length {b.shape[0]} does not match dim {dim} of x {tuple(x.shape)}")
+    spec = activation_funcs[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp) if clamp is not None else -1.0
+
+    if impl == "cuda" and x.device.type == "cuda":
+        from . import _bias_act_cuda  # local import: keeps CPU-only use free of the build machinery
+
+        if _bias_act_cuda.available():
+            return _bias_act_cuda.bias_act(x, b, dim, act, alpha, gain, clamp)
+    return _bias_act_torch(x, b, dim, spec, alpha, gain, clamp)
+
+
+def _bias_act_torch(
+    x: torch.Tensor, b: torch.Tensor | None, dim: int, spec: ActivationSpec, alpha: float, gain: float, clamp: float
+) -> torch.Tensor:
+    """PyTorch path; ``clamp < 0`` means no clamping."""
+    if b is not None:
+        shape = [1] * x.ndim
+        shape[dim] = -1
+        x = x + b.reshape(shape)
+    x = spec.func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
