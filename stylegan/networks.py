@@ -458,7 +458,7 @@ class SynthesisBlock(torch.nn.Module):
             x = self.conv1(
                 x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), noise=next(noise_iter), **layer_kwargs
             )
-            x = y.add_(x)
+            x = y + x
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, noise=next(noise_iter), **layer_kwargs)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, noise=next(noise_iter), **layer_kwargs)
@@ -468,7 +468,7 @@ class SynthesisBlock(torch.nn.Module):
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-            img = img.add_(y) if img is not None else y
+            img = img + y if img is not None else y
         return x, img
 
     def extra_repr(self) -> str:
@@ -774,7 +774,7 @@ class DiscriminatorBlock(torch.nn.Module):
             y = self.skip(x, gain=np.sqrt(0.5))
             x = self.conv0(x)
             x = self.conv1(x, gain=np.sqrt(0.5))
-            x = y.add_(x)
+            x = y + x
         else:
             x = self.conv0(x)
             x = self.conv1(x)

@@ -40,7 +40,8 @@ def harness_dump(impl: str, kwargs: dict, out: Path, load: Path | None = None) -
         cmd += ["--repo", NVIDIA_REPO]
     if load is not None:
         cmd += ["--load", str(load)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{impl} harness failed:\n{proc.stderr[-3000:]}"
     return torch.load(out, weights_only=True)
 
 
