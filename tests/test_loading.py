@@ -219,6 +219,19 @@ def test_nvidia_pickle_roundtrip_never_runs_module_src(tmp_path, protocol):
     assert not marker.exists() and not Path(f"{marker}.system").exists()
 
 
+def test_nvidia_pickle_with_tf_converted_kwargs(tmp_path):
+    # NVIDIA's published pickles (converted from TensorFlow by its legacy.py) spell out every keyword.
+    G = make_generator(
+        mapping_kwargs=dict(num_layers=2, embed_features=None, layer_features=None, activation="lrelu",
+                            lr_multiplier=0.01, w_avg_beta=0.995),
+        synthesis_kwargs=dict(channel_base=256, channel_max=64, num_fp16_res=0, conv_clamp=None, architecture="skip",
+                              resample_filter=[1, 3, 3, 1], use_noise=True, activation="lrelu"),
+    )
+    path = tmp_path / "ffhq-like.pkl"
+    write_nvidia_pickle(path, G, tmp_path / "marker", protocol=3)
+    assert_same_generator(load_generator(path), G)
+
+
 def test_nvidia_pickle_records_are_inert(tmp_path):
     G_ema = make_generator()
     marker = tmp_path / "module_src_ran"
@@ -515,24 +528,34 @@ def test_bare_rosinality_state_dict(tmp_path):
 # A pickle written by NVIDIA's own code (only when a checkout is available).
 
 NVIDIA_SCRIPT = r"""
-import pickle, sys, torch
+import copy, pickle, sys, torch
 import dnnlib
-from training.networks import Generator
+# Networks built and snapshotted the way NVIDIA's train.py / training_loop.py do it (EasyDict kwargs,
+# construct_class_by_name, deep copies in eval mode), with weights randomised so that every tensor matters.
+G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=32, w_dim=32,
+                           mapping_kwargs=dnnlib.EasyDict(num_layers=2),
+                           synthesis_kwargs=dnnlib.EasyDict(channel_base=256, channel_max=64, num_fp16_res=2,
+                                                            conv_clamp=256))
+D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', channel_base=256, channel_max=64)
+common = dict(c_dim=0, img_resolution=16, img_channels=3)
 torch.manual_seed(0)
-G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3,
-              mapping_kwargs=dnnlib.EasyDict(num_layers=2),
-              synthesis_kwargs=dnnlib.EasyDict(channel_base=256, channel_max=64, num_fp16_res=0, conv_clamp=None))
+G = dnnlib.util.construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False)
+D = dnnlib.util.construct_class_by_name(**D_kwargs, **common).train().requires_grad_(False)
+gen = torch.Generator().manual_seed(1)
 with torch.no_grad():
-    for name, t in G.named_parameters():
-        t.copy_(torch.randn(t.shape) * 0.5)
-    G.mapping.w_avg.copy_(torch.randn(32))
-G.eval().requires_grad_(False)
+    for name, t in list(G.named_parameters()) + list(G.named_buffers()):
+        if not name.endswith('resample_filter'):
+            t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+G_ema = copy.deepcopy(G).eval()
+snapshot = dict(training_set_kwargs=dict(path='x.zip', use_labels=False))
+for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', None)]:
+    snapshot[name] = copy.deepcopy(module).eval().requires_grad_(False).cpu() if module is not None else None
+with open(sys.argv[1], 'wb') as f:
+    pickle.dump(snapshot, f)
 z = torch.randn([2, 32], generator=torch.Generator().manual_seed(123))
 with torch.no_grad():
-    ws = G.mapping(z, None, truncation_psi=0.7)
-    img = G.synthesis(ws, noise_mode='const', force_fp32=True)
-with open(sys.argv[1], 'wb') as f:
-    pickle.dump(dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None), f)
+    ws = G_ema.mapping(z, None, truncation_psi=0.7)
+    img = G_ema.synthesis(ws, noise_mode='const', force_fp32=True)
 torch.save({'z': z, 'ws': ws, 'img': img}, sys.argv[2])
 """
 
@@ -548,6 +571,8 @@ def test_genuine_nvidia_pickle(tmp_path):
     if run.returncode != 0:
         pytest.skip(f"NVIDIA's code could not run here: {run.stderr.strip().splitlines()[-1:]}")
     G = load_generator(pkl)
+    assert G.init_kwargs["synthesis_kwargs"]["conv_clamp"] == 256
+    assert isinstance(persistence.load_network_pickle(pkl)["D"], persistence.PersistentRecord)
     expected = torch.load(ref, weights_only=True)
     with torch.no_grad():
         ws = G.mapping(expected["z"], None, truncation_psi=0.7)
