@@ -12,6 +12,7 @@ interrupted or corrupted download never leaves a plausible-looking file behind.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import shutil
@@ -103,11 +104,15 @@ def _fetch_drive(source: str, dest: Path, timeout: float) -> None:
     except ImportError as exc:  # gdown is in requirements.txt, but keep the failure readable.
         raise DownloadError("downloading from Google Drive needs the 'gdown' package (pip install gdown)") from exc
     kwargs: dict[str, Any] = {"output": str(dest), "quiet": True}
+    accepted = inspect.signature(gdown.download).parameters
     if _DRIVE_ID.fullmatch(source):
         kwargs["id"] = source
     else:
         kwargs["url"] = source
-        kwargs["fuzzy"] = True
+        if "fuzzy" in accepted:  # gdown 4.x needs it to accept share links; later versions always parse them
+            kwargs["fuzzy"] = True
+    if "timeout" in accepted:
+        kwargs["timeout"] = timeout
     result = gdown.download(**kwargs)
     if result is None or not dest.is_file():
         raise DownloadError(f"gdown could not fetch Google-Drive file {source!r}")

@@ -119,3 +119,22 @@ def test_cached_download_uses_cache_dir(tmp_path, monkeypatch):
     url, digest = _source(tmp_path)
     path = util.cached_download(url, "file.bin", sha256=digest, subdir="models")
     assert path == tmp_path / "cache" / "models" / "file.bin" and path.is_file()
+
+
+def test_drive_fetcher_calls_gdown_with_id_or_url(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    def fake_download(url=None, output=None, quiet=False, id=None, timeout=None):  # gdown >= 5 signature subset
+        calls.append(dict(url=url, id=id, timeout=timeout))
+        Path(output).write_bytes(b"x")
+        return output
+
+    monkeypatch.setitem(sys.modules, "gdown", types.SimpleNamespace(download=fake_download))
+    util.download("1A2b3C4d5E6f7G8h9I0jKlMnOpQrStUv", tmp_path / "a.bin", timeout=5)
+    link = "https://drive.google.com/file/d/1A2b3C4d5E6f7G8h9I0j/view"
+    util.download(link, tmp_path / "b.bin")
+    assert calls == [dict(url=None, id="1A2b3C4d5E6f7G8h9I0jKlMnOpQrStUv", timeout=5),
+                     dict(url=link, id=None, timeout=60.0)]
