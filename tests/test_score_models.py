@@ -21,6 +21,15 @@ from score.models import (
 from score.sde import VESDE, VPSDE, subVPSDE
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Small tensors: one thread avoids OpenMP spin-waits that stall them on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def published_keys(c, h, w, p=1, dim=1024, depth=8, heads=1, dim_head=64, mlp_dim=4096):
     """Keys and shapes of the published SGILO ViT (giannisdaras/sgilo, score/models.py), written out by hand."""
     n = (h // p) * (w // p)
