@@ -107,7 +107,9 @@ def bias_act(
         from . import _bias_act_cuda  # local import: keeps CPU-only use free of the build machinery
 
         if _bias_act_cuda.available():
-            return _bias_act_cuda.bias_act(x, b, dim, act, alpha, gain, clamp)
+            if b is None and act == "linear" and gain == 1 and clamp < 0:
+                return x  # nothing to do (mirrors the PyTorch path, which returns x itself)
+            return _bias_act_cuda.bias_act(x, b, dim, spec.cuda_idx, spec.has_2nd_grad, alpha, gain, clamp)
     return _bias_act_torch(x, b, dim, spec, alpha, gain, clamp)
 
 

@@ -169,16 +169,71 @@ def upfirdn2d(
     if out_h < 1 or out_w < 1:
         raise ValueError(f"upfirdn2d output would be empty ({out_h}x{out_w}); check padding and filter size")
 
+    kernel = _torch_path.kernel
     if impl == "cuda" and x.device.type == "cuda":
         from . import _upfirdn2d_cuda  # local import: keeps CPU-only use free of the build machinery
 
         if _upfirdn2d_cuda.available():
-            return _upfirdn2d_cuda.upfirdn2d(
-                x, f, (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain)
-            )
-    return _torch_path.upfirdn2d(
-        x, f, (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain)
-    )
+            kernel = _upfirdn2d_cuda.kernel
+    cfg = _FirConfig((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain), kernel)
+    return _UpFirDn2d.apply(x, f, cfg)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last if ``x`` is laid out that way (and not also plain contiguous), else contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _FirConfig:
+    """Static arguments of one upfirdn2d application plus the kernel (CPU/PyTorch or CUDA) that runs it."""
+
+    def __init__(self, up, down, pad, flip_filter: bool, gain: float, kernel):
+        self.up, self.down, self.pad = up, down, pad
+        self.flip_filter, self.gain, self.kernel = flip_filter, gain, kernel
+
+    def transposed(self, in_hw: tuple[int, int], out_hw: tuple[int, int], f: torch.Tensor) -> _FirConfig:
+        """The configuration whose output is the gradient with respect to the input of this one.
+
+        Along one axis the op is y[o] = sum_k U[o * down + k - pad0] g[k] (U: zero-stuffed input). Its
+        adjoint zero-stuffs dy by ``down``, correlates with the reversed taps (= toggled ``flip_filter``),
+        and keeps every ``up``-th sample; the leading padding becomes ``taps - 1 - pad0`` and the trailing
+        padding is whatever makes the result exactly as long as the input.
+        """
+        (ih, iw), (oh, ow) = in_hw, out_hw
+        fw, fh = _filter_size(f)
+        (upx, upy), (downx, downy), (x0, _, y0, _) = self.up, self.down, self.pad
+        pad = (
+            fw - 1 - x0,
+            iw * upx - ow * downx + x0 - upx + 1,
+            fh - 1 - y0,
+            ih * upy - oh * downy + y0 - upy + 1,
+        )
+        return _FirConfig(self.down, self.up, pad, not self.flip_filter, self.gain, self.kernel)
+
+
+class _UpFirDn2d(torch.autograd.Function):
+    """upfirdn2d as an autograd function whose backward is again upfirdn2d (so it is differentiable to any
+    order); nothing but the tiny filter is kept for the backward pass, so callers may modify the output in
+    place."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, f: torch.Tensor, cfg: _FirConfig) -> torch.Tensor:
+        ctx.cfg = cfg
+        ctx.f = f
+        ctx.in_hw = (x.shape[2], x.shape[3])
+        y = cfg.kernel(x, f, cfg.up, cfg.down, cfg.pad, cfg.flip_filter, cfg.gain)
+        if y._base is not None:  # a view (e.g. a crop) may not leave a custom Function if it is to be modified
+            y = y.clone(memory_format=_memory_format(x))
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        cfg = ctx.cfg.transposed(ctx.in_hw, (dy.shape[2], dy.shape[3]), ctx.f)
+        return _UpFirDn2d.apply(dy, ctx.f, cfg), None, None
 
 
 # ----------------------------------------------------------------------------------------------------------
