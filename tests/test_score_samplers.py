@@ -69,6 +69,9 @@ def whitened_moment_errors(x, mu=MU, cov=COV):
 N_SAMPLES = 10_000
 MEAN_TOL = 0.05  # 5 / √n
 COV_TOL = 0.075  # ≈ 5 √(2/n), plus room for the O(1/N) bias of the discretisation
+# Unadjusted Langevin inflates the variance along the narrow direction by ≈ ε / 2λ_min: measured with
+# 2·10⁵ samples, the whitened covariance error is 0.047 at snr 0.16 (score_sde_pytorch's CIFAR setting) and
+# 0.014 at snr 0.08, which the PC tests use so that the tolerance stays dominated by sampling error.
 
 
 PC_CASES = {
@@ -85,7 +88,7 @@ def test_pc_sampler_reproduces_a_gaussian(case):
     sde, predictor, corrector = PC_CASES[case]
     torch.manual_seed(0)
     x, nfe = pc_sampler(
-        gaussian_score(sde, MU, COV), sde, (N_SAMPLES, 2), predictor=predictor, corrector=corrector, snr=0.16,
+        gaussian_score(sde, MU, COV), sde, (N_SAMPLES, 2), predictor=predictor, corrector=corrector, snr=0.08,
         progress=False,
     )
     assert x.shape == (N_SAMPLES, 2) and x.dtype == torch.float32
