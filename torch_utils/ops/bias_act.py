@@ -117,13 +117,95 @@ def _bias_act_torch(
     x: torch.Tensor, b: torch.Tensor | None, dim: int, spec: ActivationSpec, alpha: float, gain: float, clamp: float
 ) -> torch.Tensor:
     """PyTorch path; ``clamp < 0`` means no clamping."""
+    if b is None and spec.cuda_idx == _LINEAR and gain == 1 and clamp < 0:
+        return x  # nothing to do
+    if spec.cuda_idx in _PIECEWISE_LINEAR and gain > 0:
+        return _PiecewiseLinearBiasAct.apply(x, b, _PwlConfig(dim, spec.cuda_idx, alpha, gain, clamp))
+    # Smooth activations: plain ops, autograd provides every derivative order.
     if b is not None:
-        shape = [1] * x.ndim
-        shape[dim] = -1
-        x = x + b.reshape(shape)
+        x = x + _along(b, dim, x.ndim)
     x = spec.func(x, alpha)
     if gain != 1:
         x = x * gain
     if clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fast path for linear / relu / lrelu (the activations of StyleGAN2).
+#
+# The plain composition allocates a new tensor at every step (add, activation, gain, clamp) and keeps the
+# intermediates alive for autograd. Here the forward pass makes one new tensor and updates it in place,
+# and only the input is kept; the backward pass recomputes the pre-activation and applies the derivative
+# (slope times the clamp mask) with ops that are themselves differentiable in the incoming gradient, so
+# double backward (R1 regularisation) works. With gain > 0 the activations commute with the gain, which
+# lets the clamp bounds be expressed on the pre-activation.
+
+_LINEAR, _RELU, _LRELU = 1, 2, 3
+_PIECEWISE_LINEAR = (_LINEAR, _RELU, _LRELU)
+
+
+def _along(b: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    """View 1-D ``b`` so that it broadcasts along axis ``dim`` of an ``ndim``-D tensor."""
+    shape = [1] * ndim
+    shape[dim] = -1
+    return b.reshape(shape)
+
+
+class _PwlConfig:
+    """Static arguments of one piecewise-linear bias_act call."""
+
+    def __init__(self, dim: int, act: int, alpha: float, gain: float, clamp: float):
+        self.dim, self.act, self.alpha, self.gain, self.clamp = dim, act, alpha, gain, clamp
+        # Slope of the activation for negative inputs.
+        self.neg_slope = {_LINEAR: 1.0, _RELU: 0.0, _LRELU: alpha}[act]
+        # Pre-activation interval in which the output is not clamped: gain * act(v) in [-clamp, clamp].
+        lo, hi = -math.inf, math.inf
+        if clamp >= 0:
+            hi = clamp / gain
+            lo = -clamp / (gain * self.neg_slope) if self.neg_slope > 0 else -math.inf
+        self.lo, self.hi = lo, hi
+
+    @property
+    def needs_input(self) -> bool:
+        """Whether the derivative depends on the pre-activation (otherwise it is the constant gain)."""
+        return self.neg_slope != 1.0 or self.clamp >= 0
+
+
+class _PiecewiseLinearBiasAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: torch.Tensor | None, cfg: _PwlConfig) -> torch.Tensor:
+        y = torch.add(x, _along(b, cfg.dim, x.ndim)) if b is not None else x.clone()
+        if cfg.act == _RELU:
+            y.relu_()
+        elif cfg.act == _LRELU:
+            F.leaky_relu_(y, cfg.alpha)
+        if cfg.gain != 1:
+            y.mul_(cfg.gain)
+        if cfg.clamp >= 0:
+            y.clamp_(-cfg.clamp, cfg.clamp)
+        ctx.cfg = cfg
+        ctx.has_bias = b is not None
+        ctx.bias_dtype = b.dtype if b is not None else None
+        ctx.save_for_backward(x if cfg.needs_input else None, b if cfg.needs_input else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        cfg: _PwlConfig = ctx.cfg
+        x, b = ctx.saved_tensors
+        dx = dy
+        if cfg.needs_input:
+            v = x + _along(b, cfg.dim, x.ndim) if b is not None else x
+            v = v.detach()  # the derivative is piecewise constant: no gradient flows through v
+            if cfg.neg_slope != 1.0:
+                dx = torch.ops.aten.leaky_relu_backward(dx, v, cfg.neg_slope, False)
+            if cfg.clamp >= 0:
+                dx = torch.ops.aten.hardtanh_backward(dx, v, cfg.lo, cfg.hi)
+        if cfg.gain != 1:
+            dx = dx * cfg.gain
+        db = None
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            db = dx.sum(dim=[i for i in range(dx.ndim) if i != cfg.dim]).to(ctx.bias_dtype)
+        return dx, db, None
