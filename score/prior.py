@@ -1,0 +1,513 @@
+"""A score prior on one generator layer, as one object: network + SDE + layer + normalisation + sampling.
+
+SGILO regularises the variable of layer k (the Gaussianised latent z for k = 0, the features x for k >= 1)
+with a score network trained on min-max-normalised samples of that variable. :class:`ScorePrior` keeps
+everything needed to use such a network and converts between the two spaces:
+
+* *variable space*: what the solver optimises: z (N, num_ws, w_dim) for layer 0, x (N, C, H, W) otherwise;
+* *model space*: what the network sees: normalised, and for layer 0 laid out as (N, w_dim, num_ws, 1).
+
+Files. :meth:`ScorePrior.save` writes a self-describing checkpoint (plain data, readable with
+``torch.load(weights_only=True)``)::
+
+    format: 'sgilo.score_prior', version: 1
+    model: {'class': 'ViT', 'config': {...constructor kwargs...}}
+    sde: {'name': 'VPSDE', 'beta_min': ..., 'beta_max': ..., 'N': ...}
+    layer, image_shape [C, H, W] (model space), normalization {'kind': 'minmax', 'min', 'max'}
+    sampling: {...SamplingSettings...}, generator: {...generator entry, see stylegan.build...} or None
+    state_dict (training weights), ema_state_dict (the weights to sample with), step
+    training: optional resume state written by train_score.py
+
+:meth:`ScorePrior.from_published` reads a published SGILO ``.pth`` (a bare ViT state dict, possibly with a
+``module.`` prefix or inside a dict) with the settings of a ``configs/trained_networks/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dataloaders import MinMaxNormalizer, latent_from_layout, latent_to_layout
+
+from .models import ViT, get_score_fn, load_score_state_dict, strip_prefix
+from .samplers import hot_sampler, pc_sampler
+from .sde import SDE, get_sde
+
+FORMAT = "sgilo.score_prior"
+VERSION = 1
+
+# Network classes a checkpoint may name, by class name; their constructors take the saved config.
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ViT": ViT}
+# Names accepted in YAML `model.name` -> class name.
+MODEL_NAMES = {"vit": "ViT"}
+
+# Settings of the published trained_networks YAMLs that have no effect here (the published code ignores them
+# for hot sampling too, or they describe training).
+_PUBLISHED_IGNORED_SAMPLING = {"sample_every", "sampling_method", "prior_sampler", "rtol", "atol", "continuous",
+                               "likelihood_weighting"}
+
+
+class PriorFormatError(ValueError):
+    """A checkpoint or prior config that cannot be read; the message is one line."""
+
+
+@dataclass
+class SamplingSettings:
+    """How a prior is sampled.
+
+    hot_sampler: eval_score_based.py's mode: True = naturalise realizable latents (hot start),
+        False = sample from noise (cold start).
+    predictor, corrector, snr, n_steps: the PC pair (score.samplers registries), corrector steps per level.
+    hot_steps, t_hot: PC iterations at the fixed time t_hot for hot starts and SGILO's `pc` prior step.
+    eps: last time of cold sampling. probability_flow: predict with the ODE. noise_removal: return the
+        noise-free mean of the last step.
+    """
+
+    hot_sampler: bool = True
+    predictor: str = "euler_maruyama"
+    corrector: str = "ald"
+    snr: float = 1e-4
+    n_steps: int = 1
+    hot_steps: int = 1
+    t_hot: float = 0.01
+    eps: float = 1e-3
+    probability_flow: bool = False
+    noise_removal: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, base: SamplingSettings | None = None) -> SamplingSettings:
+        """Settings from a mapping over ``base`` (defaults when None); None values keep the base value."""
+        out = copy.copy(base) if base is not None else cls()
+        names = {f.name: f.type for f in fields(cls)}
+        for key, value in dict(d or {}).items():
+            if key not in names:
+                raise PriorFormatError(f"unknown sampling setting {key!r}; known: {sorted(names)}")
+            if value is None:
+                continue
+            default = getattr(cls(), key)
+            try:
+                value = type(default)(value) if not isinstance(default, bool) else _as_bool(value, key)
+            except (TypeError, ValueError):
+                raise PriorFormatError(f"sampling.{key}: cannot use {value!r}") from None
+            setattr(out, key, value)
+        return out
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{key} must be true or false")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prior configs (configs/trained_networks/*.yaml).
+
+
+@dataclass
+class PriorSpec:
+    """What a ``configs/trained_networks/*.yaml`` says (our schema; the published one is translated).
+
+    model: {'name': 'vit', dim, depth, heads, dim_head, mlp_dim, patch_size[, dropout]}; image_shape may be
+    None (then it comes from the generator); normalization may be None (fitted at training time).
+    """
+
+    layer: int
+    image_shape: list[int] | None
+    model: dict[str, Any]
+    sde: dict[str, Any]
+    sampling: SamplingSettings
+    normalization: dict[str, Any] | None = None
+    generator: str | dict[str, Any] | None = None
+    ckpt: str | None = None
+    description: str | None = None
+
+    def build_model(self, image_shape: Sequence[int] | None = None) -> nn.Module:
+        """A fresh network for ``image_shape`` (C, H, W) (default: the spec's)."""
+        shape = list(image_shape if image_shape is not None else (self.image_shape or []))
+        if len(shape) != 3:
+            raise PriorFormatError(f"image_shape must be [C, H, W], got {shape}")
+        return build_model(self.model, shape)
+
+    def build_sde(self) -> SDE:
+        try:
+            return get_sde(**self.sde)
+        except (TypeError, ValueError) as exc:
+            raise PriorFormatError(f"sde {self.sde}: {exc}") from None
+
+
+OUR_KEYS = {"layer", "image_shape", "model", "sde", "sampling", "normalization", "generator", "ckpt", "description"}
+PUBLISHED_KEYS = {"device", "N", "heads", "d_model", "patch_size", "image_shape", "sde_type", "VP_SDE", "VE_SDE",
+                  "SubVP_SDE", "sampling", "ckpt"}
+# Published min-max constants (their eval/solve configs): z priors use the latent pair, layer priors the gen pair.
+PUBLISHED_NORMALIZATION = {"latent": (-3.0592, 3.0290), "gen": (-1.4007, 2.3453)}
+
+
+def build_model(model_cfg: Mapping[str, Any], image_shape: Sequence[int]) -> nn.Module:
+    """Network from a YAML model entry ``{'name': 'vit', ...}`` for a variable of shape (C, H, W)."""
+    cfg = dict(model_cfg)
+    name = str(cfg.pop("name", "vit")).lower()
+    if name not in MODEL_NAMES:
+        raise PriorFormatError(f"unknown model {name!r}; known: {sorted(MODEL_NAMES)}")
+    c, h, w = (int(s) for s in image_shape)
+    try:
+        return MODEL_CLASSES[MODEL_NAMES[name]](width=w, height=h, channels=c, **cfg)
+    except (TypeError, ValueError) as exc:
+        raise PriorFormatError(f"model {dict(model_cfg)}: {exc}") from None
+
+
+def _layer_from_shape(image_shape: Sequence[int]) -> int:
+    """Published layout: (w_dim, num_ws, 1) is the latent (layer 0); (C, R, R) is layer log2(R) - 1."""
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    if w == 1:
+        return 0
+    if h != w or h < 4 or h & (h - 1):
+        raise PriorFormatError(f"cannot tell the layer of image_shape {list(image_shape)}")
+    return int(math.log2(h)) - 1
+
+
+def _translate_published(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """A published trained_networks YAML (N, d_model, heads, sde_type, VP_SDE, ...) in our schema."""
+    unknown = sorted(set(conf) - PUBLISHED_KEYS)
+    if unknown:
+        raise PriorFormatError(f"unknown key(s) {unknown} in a published-style prior config")
+    image_shape = [int(s) for s in conf["image_shape"]]
+    sde_type = str(conf.get("sde_type", "VP_SDE"))
+    sde_args = dict(conf.get(sde_type) or {})
+    if "num_scales" in sde_args:
+        sde_args["N"] = sde_args.pop("num_scales")
+    d_model = int(conf["d_model"])
+    layer = _layer_from_shape(image_shape)
+    sampling = {k: v for k, v in dict(conf.get("sampling") or {}).items() if k not in _PUBLISHED_IGNORED_SAMPLING}
+    if "n_steps_each" in sampling:
+        sampling["n_steps"] = sampling.pop("n_steps_each")
+    lo, hi = PUBLISHED_NORMALIZATION["latent" if layer == 0 else "gen"]
+    return {
+        "layer": layer,
+        "image_shape": image_shape,
+        # The published networks: MLP width 4·d_model, 64-wide heads, no dropout.
+        "model": {"name": "vit", "dim": d_model, "depth": int(conf["N"]), "heads": int(conf["heads"]),
+                  "mlp_dim": 4 * d_model, "dim_head": 64, "patch_size": int(conf["patch_size"])},
+        "sde": {"name": sde_type, **sde_args},
+        "sampling": sampling,
+        "normalization": {"kind": "minmax", "min": lo, "max": hi},
+        "generator": "ffhq",
+        "ckpt": conf.get("ckpt"),
+    }
+
+
+def parse_prior_spec(conf: Mapping[str, Any]) -> PriorSpec:
+    """Read a prior config (our schema, or the published one, recognised by its ``d_model`` key)."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(conf, DictConfig):
+            conf = OmegaConf.to_container(conf, resolve=True)
+    except ImportError:
+        pass
+    conf = dict(conf)
+    if "d_model" in conf or "sde_type" in conf:
+        conf = _translate_published(conf)
+    unknown = sorted(set(conf) - OUR_KEYS)
+    if unknown:
+        raise PriorFormatError(f"unknown prior config key(s) {unknown}; known: {sorted(OUR_KEYS)}")
+    for key in ("layer", "model", "sde"):
+        if conf.get(key) is None:
+            raise PriorFormatError(f"prior config needs '{key}'")
+    layer = conf["layer"]
+    if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
+        raise PriorFormatError(f"layer must be an integer >= 0, got {layer!r}")
+    shape = conf.get("image_shape")
+    if shape is not None and (len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape)):
+        raise PriorFormatError(f"image_shape must be three positive integers [C, H, W], got {shape!r}")
+    norm = conf.get("normalization")
+    if norm is not None:
+        norm = dict(norm)
+        if norm.get("min") is None or norm.get("max") is None:
+            norm = None  # to be fitted on data
+    return PriorSpec(
+        layer=layer,
+        image_shape=list(shape) if shape is not None else None,
+        model=dict(conf["model"]),
+        sde=dict(conf["sde"]),
+        sampling=SamplingSettings.from_dict(conf.get("sampling")),
+        normalization=norm,
+        generator=conf.get("generator"),
+        ckpt=conf.get("ckpt"),
+        description=conf.get("description"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The prior.
+
+
+class ScorePrior:
+    """A score network for one layer, with its SDE, normalisation and sampling settings (see module docstring).
+
+    Args:
+        model: the network, holding the weights to sample with (EMA weights for trained priors).
+        sde: the forward SDE it was trained with.
+        layer: generator layer (0 = Gaussianised latent).
+        normalizer: maps variables to the network's [0, 1]-ish range.
+        sampling: PC/hot sampling settings.
+        generator: the generator entry it was trained on (plain data; None = unknown).
+        step: training steps behind the weights.
+        raw_state_dict: training (non-EMA) weights, when they differ from the model's; kept for saving.
+        training: resume state (optimizer, EMA, data streams, ...), kept for saving.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sde: SDE,
+        layer: int,
+        normalizer: MinMaxNormalizer,
+        sampling: SamplingSettings | None = None,
+        generator: Mapping[str, Any] | None = None,
+        step: int = 0,
+        raw_state_dict: Mapping[str, torch.Tensor] | None = None,
+        training: Mapping[str, Any] | None = None,
+    ):
+        self.model = model.eval().requires_grad_(False)
+        self.sde = sde
+        self.layer = int(layer)
+        self.normalizer = normalizer
+        self.sampling = sampling if sampling is not None else SamplingSettings()
+        self.generator = dict(generator) if generator is not None else None
+        self.step = int(step)
+        self.raw_state_dict = raw_state_dict
+        self.training = dict(training) if training is not None else None
+        self._score_fn = get_score_fn(sde, self.model, train=False)
+
+    # -- description ----------------------------------------------------------------------------------------------
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the network sees; for layer 0 this is (w_dim, num_ws, 1)."""
+        cfg = self.model.config
+        return (int(cfg["channels"]), int(cfg["height"]), int(cfg["width"]))
+
+    @property
+    def variable_shape(self) -> tuple[int, ...]:
+        """Per-sample shape in variable space: (num_ws, w_dim) for layer 0, else (C, H, W)."""
+        c, h, _ = self.image_shape
+        return (h, c) if self.layer == 0 else self.image_shape
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> ScorePrior:
+        self.model.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        name = (self.generator or {}).get("name")
+        return (f"ScorePrior(layer={self.layer}, shape={list(self.image_shape)}, {self.sde!r}, {self.normalizer!r}, "
+                f"generator={name!r}, step={self.step})")
+
+    # -- spaces ---------------------------------------------------------------------------------------------------
+
+    def to_model_space(self, v: torch.Tensor) -> torch.Tensor:
+        """Variable (N, *variable_shape) -> normalised network input (N, *image_shape)."""
+        u = latent_to_layout(v) if self.layer == 0 else v
+        return self.normalizer.normalize(u)
+
+    def from_model_space(self, u: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_model_space`."""
+        v = self.normalizer.denormalize(u)
+        return latent_from_layout(v) if self.layer == 0 else v
+
+    # -- using the network ----------------------------------------------------------------------------------------
+
+    def score(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """s_θ(x, t) ≈ ∇ log p_t(x) for NORMALISED x in model space (N, *image_shape); t scalar or (N,)."""
+        if not torch.is_tensor(t) or t.ndim == 0:
+            t = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+        return self._score_fn(x, t)
+
+    @torch.no_grad()
+    def hot_delta(self, v: torch.Tensor) -> torch.Tensor:
+        """SGILO's published prior step (``prior_step: pc``): hot-sample the normalised variable, map back,
+        subtract. v: (N, *variable_shape) -> Δ of the same shape (the solver adds temperature · Δ)."""
+        s = self.sampling
+        u, _ = hot_sampler(self.to_model_space(v), self._score_fn, self.sde, t=s.t_hot, hot_steps=s.hot_steps,
+                           predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps,
+                           probability_flow=s.probability_flow)
+        return self.from_model_space(u) - v
+
+    @torch.no_grad()
+    def naturalize(self, v: torch.Tensor) -> torch.Tensor:
+        """Hot start: move realizable variables (N, *variable_shape) along the learned field (v + Δ)."""
+        return v + self.hot_delta(v)
+
+    @torch.no_grad()
+    def sample(self, n: int, progress: bool = True) -> torch.Tensor:
+        """Cold start: n samples (N, *variable_shape) by PC sampling of the reverse SDE from noise."""
+        s = self.sampling
+        u, _ = pc_sampler(self._score_fn, self.sde, (n, *self.image_shape), predictor=s.predictor,
+                          corrector=s.corrector, snr=s.snr, n_steps=s.n_steps, probability_flow=s.probability_flow,
+                          denoise=s.noise_removal, eps=s.eps, device=self.device, progress=progress)
+        return self.from_model_space(u)
+
+    # -- files ----------------------------------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint as plain data (see the module docstring)."""
+        cls = type(self.model).__name__
+        if cls not in MODEL_CLASSES or not hasattr(self.model, "config"):
+            raise TypeError(f"cannot describe a {cls}; known network classes: {sorted(MODEL_CLASSES)}")
+        ema = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        raw = {k: v.detach().cpu().clone() for k, v in (self.raw_state_dict or ema).items()}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": {"class": cls, "config": dict(self.model.config)},
+            "sde": self.sde.config(),
+            "layer": self.layer,
+            "image_shape": list(self.image_shape),
+            "normalization": self.normalizer.to_dict(),
+            "sampling": asdict(self.sampling),
+            "generator": copy.deepcopy(self.generator),
+            "state_dict": raw,
+            "ema_state_dict": ema,
+            "step": self.step,
+            "training": self.training,
+        }
+
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write the checkpoint; refuses to replace an existing file unless ``overwrite``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb" if overwrite else "xb") as f:
+            torch.save(self.checkpoint(), f)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any], device: torch.device | str = "cpu",
+                        origin: str = "checkpoint") -> ScorePrior:
+        """Rebuild a prior from :meth:`checkpoint` data."""
+        if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
+            raise PriorFormatError(f"{origin}: not an SGILO score-prior checkpoint (no '{FORMAT}' format tag); "
+                                   "a published .pth needs its configs/trained_networks YAML (from_published)")
+        if int(ckpt.get("version", 0)) > VERSION:
+            raise PriorFormatError(f"{origin}: written by a newer version ({ckpt['version']}) of this code")
+        spec = ckpt["model"]
+        if spec.get("class") not in MODEL_CLASSES:
+            raise PriorFormatError(f"{origin}: unknown network class {spec.get('class')!r}")
+        try:
+            model = MODEL_CLASSES[spec["class"]](**spec["config"])
+            model.load_state_dict(ckpt["ema_state_dict"])
+            sde = get_sde(**ckpt["sde"])
+        except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+            raise PriorFormatError(f"{origin}: inconsistent checkpoint ({_one_line(exc)})") from None
+        return cls(
+            model.to(device),
+            sde,
+            layer=ckpt["layer"],
+            normalizer=MinMaxNormalizer.from_dict(ckpt["normalization"]),
+            sampling=SamplingSettings.from_dict(ckpt.get("sampling")),
+            generator=ckpt.get("generator"),
+            step=ckpt.get("step", 0),
+            raw_state_dict=ckpt.get("state_dict"),
+            training=ckpt.get("training"),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> ScorePrior:
+        """Read a checkpoint written by :meth:`save` (data only: ``weights_only=True``)."""
+        return cls.from_checkpoint(read_checkpoint(path), device=device, origin=str(path))
+
+    @classmethod
+    def from_published(cls, ckpt_path: str | os.PathLike[str], conf: Mapping[str, Any] | PriorSpec,
+                       device: torch.device | str = "cpu") -> ScorePrior:
+        """A published SGILO ``.pth`` (ViT weights) with the settings of its trained_networks YAML.
+
+        The weights may be a bare state dict, carry a ``module.`` prefix (DataParallel), or sit under
+        ``'ema'``/``'model'``/``'state_dict'`` in a dict; they must fit the configured ViT exactly.
+        """
+        spec = conf if isinstance(conf, PriorSpec) else parse_prior_spec(conf)
+        if spec.image_shape is None:
+            raise PriorFormatError("a published prior's config must give image_shape")
+        if spec.normalization is None:
+            raise PriorFormatError("a published prior's config must give normalization min and max")
+        state = read_checkpoint(ckpt_path)
+        if isinstance(state, Mapping) and state.get("format") == FORMAT:
+            raise PriorFormatError(f"{ckpt_path} is an SGILO checkpoint; read it with ScorePrior.load")
+        model = spec.build_model()
+        try:
+            load_score_state_dict(model, state, strict=True)
+        except (RuntimeError, AttributeError, TypeError) as exc:
+            raise PriorFormatError(f"{ckpt_path}: weights do not fit the configured network "
+                                   f"({_describe_mismatch(model, state, exc)})") from None
+        generator = spec.generator if isinstance(spec.generator, Mapping) or spec.generator is None \
+            else {"name": spec.generator}
+        return cls(model.to(device), spec.build_sde(), spec.layer, MinMaxNormalizer.from_dict(spec.normalization),
+                   spec.sampling, generator=generator)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | PriorSpec, ckpt: str | os.PathLike[str] | None = None,
+                  device: torch.device | str = "cpu") -> ScorePrior:
+        """The prior a trained_networks config describes: our checkpoint (the config's sampling settings take
+        precedence over the saved ones) or a published ``.pth``. ``ckpt`` overrides the config's path."""
+        spec = spec if isinstance(spec, PriorSpec) else parse_prior_spec(spec)
+        path = ckpt if ckpt is not None else spec.ckpt
+        if path is None:
+            raise PriorFormatError("the prior config names no checkpoint (ckpt: null)")
+        data = read_checkpoint(path)
+        if isinstance(data, Mapping) and data.get("format") == FORMAT:
+            prior = cls.from_checkpoint(data, device=device, origin=str(path))
+            if prior.layer != spec.layer:
+                raise PriorFormatError(f"{path} is a layer-{prior.layer} prior, the config says layer {spec.layer}")
+            prior.sampling = spec.sampling
+            return prior
+        return cls.from_published(path, spec, device=device)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (published priors come in the SGILO checkpoint bundle, see the README)" \
+            if "score_based" in path.parts else ""
+        raise PriorFormatError(f"score checkpoint not found: {path}{hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any decoding failure means the same thing to the user
+        raise PriorFormatError(f"{path}: not a readable torch checkpoint ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _describe_mismatch(model: nn.Module, state: Any, exc: BaseException) -> str:
+    """Missing/unexpected key counts with an example of each, or the loader's own message."""
+    if not isinstance(state, Mapping):
+        return f"expected a state dict, got {type(state).__name__}"
+    for key in ("ema", "model", "state_dict"):
+        if isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    have = set(strip_prefix(state))
+    want = set(model.state_dict())
+    missing, unexpected = sorted(want - have), sorted(have - want)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        return "; ".join(parts)
+    return _one_line(exc)
