@@ -67,8 +67,7 @@ def load_prior(cfg: DictConfig, device: torch.device) -> tuple[ScorePrior, str]:
         if spec is None:
             prior = ScorePrior.load(ckpt, device=device)
         else:
-            prior = ScorePrior.from_spec(spec, ckpt=ckpt if ckpt is not None else resolve_path(spec.ckpt),
-                                         device=device)
+            prior = ScorePrior.from_spec(spec, ckpt=ckpt, device=device, resolve=resolve_path)
         prior.sampling = SamplingSettings.from_dict(to_plain(cfg.sampling), base=prior.sampling)
     except PriorFormatError as exc:
         raise UserError(str(exc)) from None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -457,12 +457,17 @@ class ScorePrior:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | PriorSpec, ckpt: str | os.PathLike[str] | None = None,
-                  device: torch.device | str = "cpu") -> ScorePrior:
+                  device: torch.device | str = "cpu",
+                  resolve: Callable[[str | os.PathLike[str]], Path] | None = None) -> ScorePrior:
         """The prior a trained_networks config describes: our checkpoint (the config's sampling settings take
-        precedence over the saved ones) or a published ``.pth``. ``ckpt`` overrides the config's path."""
+        precedence over the saved ones) or a published ``.pth``. ``ckpt`` overrides the config's path;
+        ``resolve`` maps the config's (relative) path to a file."""
         spec = spec if isinstance(spec, PriorSpec) else parse_prior_spec(spec)
-        path = ckpt if ckpt is not None else spec.ckpt
-        if path is None:
+        if ckpt is not None:
+            path = Path(ckpt)
+        elif spec.ckpt is not None:
+            path = published_path(spec.ckpt, resolve or Path)
+        else:
             raise PriorFormatError("the prior config names no checkpoint (ckpt: null)")
         data = read_checkpoint(path)
         if isinstance(data, Mapping) and data.get("format") == FORMAT:
@@ -472,6 +477,16 @@ class ScorePrior:
             prior.sampling = spec.sampling
             return prior
         return cls.from_published(path, spec, device=device)
+
+
+def published_path(path: str | os.PathLike[str], resolve: Callable[[str | os.PathLike[str]], Path]) -> Path:
+    """``resolve(path)``, or its ``score_based/vp/`` twin when only that exists (some copies of the published
+    bundle use that folder name instead of ``score_based/vp_sde/``)."""
+    first = Path(resolve(path))
+    if first.is_file() or "vp_sde" not in Path(path).parts:
+        return first
+    twin = Path(resolve(Path(*("vp" if part == "vp_sde" else part for part in Path(path).parts))))
+    return twin if twin.is_file() else first
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:

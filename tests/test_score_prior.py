@@ -26,6 +26,15 @@ NETWORKS = ROOT / "configs" / "trained_networks"
 PUBLISHED = ["latent", "layer1", "layer2", "layer3", "syn_layer3"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread is steady on a shared 2-core machine (a second one can be 10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_prior(layer: int = 2, shape=(4, 8, 8), seed: int = 0) -> ScorePrior:
     torch.manual_seed(seed)
     model = small_vit(shape, dim=16, depth=1, heads=1, dim_head=8, mlp_dim=32)
@@ -138,6 +147,16 @@ def test_published_checkpoint_through_trained_networks_yaml(tmp_path, wrap):
     assert "\n" not in str(info.value)
 
 
+def test_published_bundle_folder_twin(tmp_path):
+    conf = OmegaConf.load(NETWORKS / "layer2.yaml")
+    conf.model.dim, conf.model.depth, conf.model.mlp_dim = 32, 1, 64
+    spec = parse_prior_spec(conf)
+    (tmp_path / "checkpoints" / "score_based" / "vp").mkdir(parents=True)
+    _fabricate_published(spec, tmp_path / "checkpoints" / "score_based" / "vp" / "layer2.pth", wrap=False)
+    prior = ScorePrior.from_spec(spec, resolve=lambda p: tmp_path / p)  # the YAML says score_based/vp_sde/
+    assert prior.layer == 2 and prior.image_shape == (512, 8, 8)
+
+
 def test_published_schema_yaml_is_translated(tmp_path):
     published_style = {
         "device": "cuda", "N": 1, "heads": 1, "d_model": 32, "patch_size": 1, "image_shape": [512, 18, 1],
@@ -197,3 +216,29 @@ def test_streams_are_seeded_and_resumable():
     torch.testing.assert_close(b.next(2), expected)
     latent = LatentStream(5, G=G, layer=0, proxy=proxy).next(2)
     assert latent.shape == (2, 8, G.num_ws, 1)
+
+
+def test_stored_latents_as_training_data(tmp_path):
+    from dataloaders import GeneratorLayerLatents, cache_layer_latents, save_latents
+    from score.train_config import TrainConfigError, load_data_tensor, resolve_normalizer
+
+    G, proxy = build_generator({"name": "t", "seed": 1, "fit_samples": 256, "init": dict(
+        z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 64, "channel_max": 8})})
+    cache_layer_latents(GeneratorLayerLatents(G, 2, batch_size=5, noise_mode="const"), 12, tmp_path / "shards",
+                        shard_size=5)
+    data = load_data_tensor({"source": "shards", "path": str(tmp_path / "shards")}, 2, (8, 8, 8), Path)
+    assert data.shape == (12, 8, 8, 8)
+    spec = parse_prior_spec({"layer": 2, "model": {"name": "vit"}, "sde": {"name": "vpsde"}})
+    norm = resolve_normalizer(spec, 0, 10, torch.device("cpu"), {}, G, proxy, data)
+    assert (norm.min, norm.max) == (float(data.min()), float(data.max()))
+    drawn = LatentStream(3, data=data).next(4)
+    assert drawn.shape == (4, 8, 8, 8) and all(any(torch.equal(d, x) for x in data) for d in drawn)
+
+    save_latents(tmp_path / "z.pt", torch.randn(6, G.num_ws, 8), layer=0)  # solved z, (N, num_ws, w_dim)
+    z = load_data_tensor({"source": "latents", "path": [str(tmp_path / "z.pt")]}, 0, (8, G.num_ws, 1), Path)
+    assert z.shape == (6, 8, G.num_ws, 1)
+    with pytest.raises(TrainConfigError, match="layer 0 needs"):
+        load_data_tensor({"source": "latents", "path": str(tmp_path / "z.pt")}, 0, (8, 8, 8), Path)
+    with pytest.raises(TrainConfigError, match="needs data.path"):
+        load_data_tensor({"source": "shards", "path": None}, 2, (8, 8, 8), Path)
