@@ -337,6 +337,13 @@ class ScorePrior:
         return self._score_fn(x, t)
 
     @torch.no_grad()
+    def variable_score(self, v: torch.Tensor, t: float | torch.Tensor | None = None) -> torch.Tensor:
+        """∇_v log p_t(v) for variables (N, *variable_shape) at t (default ``t_hot``): the model-space score
+        divided by the normaliser's scale (chain rule) and laid out as v. SGILO's ``prior_step: score``."""
+        s = self.score(self.to_model_space(v), self.sampling.t_hot if t is None else t) / self.normalizer.scale
+        return latent_from_layout(s) if self.layer == 0 else s
+
+    @torch.no_grad()
     def hot_delta(self, v: torch.Tensor) -> torch.Tensor:
         """SGILO's published prior step (``prior_step: pc``): hot-sample the normalised variable, map back,
         subtract. v: (N, *variable_shape) -> Δ of the same shape (the solver adds temperature · Δ)."""

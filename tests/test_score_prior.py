@@ -82,6 +82,10 @@ def test_spaces_and_methods_latent_layout():
     torch.manual_seed(1)
     torch.testing.assert_close(prior.naturalize(z), z + delta)
     assert prior.sample(3, progress=False).shape == (3, 5, 6)
+    # Variable-space score = model-space score / scale, back in z's layout.
+    u = prior.to_model_space(z)
+    expected = prior.score(u, 0.01) / prior.normalizer.scale
+    torch.testing.assert_close(prior.variable_score(z), expected.squeeze(-1).permute(0, 2, 1))
 
 
 def test_sampling_settings_reject_unknown_keys():
