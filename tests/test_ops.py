@@ -301,6 +301,33 @@ def test_bias_act_gradients(act, clamp):
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
 
+@pytest.mark.parametrize("act", ["linear", "relu", "lrelu"])
+@pytest.mark.parametrize("clamp", [None, 0.8])
+@pytest.mark.parametrize("gain", [None, 0.5, -1.5])
+def test_bias_act_piecewise_linear_gradients_without_bias(act, clamp, gain):
+    x = _away_from_kinks((2, 3, 4, 3), None, 1, act, gain, clamp).requires_grad_(True)
+
+    def fn(v):
+        return bias_act.bias_act(v, None, 1, act, gain=gain, clamp=clamp)
+
+    assert_close(fn(x), plain_bias_act(x, None, 1, act, None, gain, clamp))
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_bias_act_gradients_match_autograd_float32():
+    torch.manual_seed(8)
+    x = torch.randn(2, 5, 6, 7).to(memory_format=torch.channels_last).requires_grad_(True)
+    b = torch.randn(5, requires_grad=True)
+    dy = torch.randn(2, 5, 6, 7)
+    for act in ACTS:
+        for clamp in (None, 0.5):
+            got = torch.autograd.grad(bias_act.bias_act(x, b, act=act, clamp=clamp), [x, b], dy)
+            want = torch.autograd.grad(plain_bias_act(x, b, 1, act, clamp=clamp), [x, b], dy)
+            for g, w in zip(got, want):
+                assert_close(g, w)
+
+
 def test_bias_act_output_can_be_modified_in_place():
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
     b = torch.randn(3, requires_grad=True)
@@ -385,6 +412,22 @@ def test_fma(shapes):
     assert_close(fma.fma(a, b, c), a * b + c)
     assert torch.autograd.gradcheck(fma.fma, (a, b, c))
     assert torch.autograd.gradgradcheck(fma.fma, (a, b, c))
+
+
+def test_fma_gradients_match_autograd_float32():
+    torch.manual_seed(9)
+    for shapes in [((2, 3, 4, 5), (2, 3, 1, 1), (2, 1, 4, 5)), ((2, 3, 4, 5), (2, 3, 1, 1), (4, 5))]:
+        a, b, c = (torch.randn(s, requires_grad=True) for s in shapes)
+        dy = torch.randn(2, 3, 4, 5)
+        got = torch.autograd.grad(fma.fma(a, b, c), [a, b, c], dy)
+        want = torch.autograd.grad(a * b + c, [a, b, c], dy)
+        for g, w in zip(got, want):
+            assert_close(g, w)
+    a, b = torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(fma.fma(a, b, torch.zeros(1)).sum(), [a, b])
+    want = torch.autograd.grad((a * b).sum(), [a, b])
+    for g, w in zip(got, want):
+        assert_close(g, w)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -195,17 +195,52 @@ class _PiecewiseLinearBiasAct(torch.autograd.Function):
     def backward(ctx, dy: torch.Tensor):
         cfg: _PwlConfig = ctx.cfg
         x, b = ctx.saved_tensors
-        dx = dy
-        if cfg.needs_input:
-            v = x + _along(b, cfg.dim, x.ndim) if b is not None else x
-            v = v.detach()  # the derivative is piecewise constant: no gradient flows through v
-            if cfg.neg_slope != 1.0:
-                dx = torch.ops.aten.leaky_relu_backward(dx, v, cfg.neg_slope, False)
-            if cfg.clamp >= 0:
-                dx = torch.ops.aten.hardtanh_backward(dx, v, cfg.lo, cfg.hi)
-        if cfg.gain != 1:
-            dx = dx * cfg.gain
+        if torch.is_grad_enabled():
+            dx = _pwl_grad_differentiable(dy, x, b, cfg)
+        else:
+            dx = _pwl_grad_lean(dy, x, b, cfg)
         db = None
         if ctx.has_bias and ctx.needs_input_grad[1]:
             db = dx.sum(dim=[i for i in range(dx.ndim) if i != cfg.dim]).to(ctx.bias_dtype)
         return dx, db, None
+
+
+def _pwl_grad_differentiable(dy: torch.Tensor, x, b, cfg: _PwlConfig) -> torch.Tensor:
+    """dx for a backward pass that is itself recorded (create_graph=True): out-of-place ops only."""
+    dx = dy
+    if cfg.needs_input:
+        v = x + _along(b, cfg.dim, x.ndim) if b is not None else x
+        v = v.detach()  # the derivative is piecewise constant: no gradient flows through v
+        if cfg.neg_slope != 1.0:
+            dx = torch.ops.aten.leaky_relu_backward(dx, v, cfg.neg_slope, False)
+        if cfg.clamp >= 0:
+            dx = torch.ops.aten.hardtanh_backward(dx, v, cfg.lo, cfg.hi)
+    if cfg.gain != 1:
+        dx = dx * cfg.gain
+    return dx
+
+
+def _pwl_grad_lean(dy: torch.Tensor, x, b, cfg: _PwlConfig) -> torch.Tensor:
+    """dx for a plain backward pass, with as few new buffers as possible.
+
+    On CPUs a fresh multi-megabyte buffer costs several times more than the arithmetic (the pages have to
+    be faulted in), so the result is written into the buffer that holds the pre-activation where possible.
+    """
+    if not cfg.needs_input:
+        return dy * cfg.gain if cfg.gain != 1 else dy
+    own_v = b is not None
+    v = torch.add(x, _along(b, cfg.dim, x.ndim)) if own_v else x
+    slope = cfg.neg_slope != 1.0
+    clamp = cfg.clamp >= 0
+    if slope and clamp:
+        dx = torch.ops.aten.hardtanh_backward(dy, v, cfg.lo, cfg.hi)
+        torch.ops.aten.leaky_relu_backward.grad_input(dx, v, cfg.neg_slope, False, grad_input=dx)
+    elif slope:
+        out = v if own_v else torch.empty_like(dy)
+        dx = torch.ops.aten.leaky_relu_backward.grad_input(dy, v, cfg.neg_slope, False, grad_input=out)
+    else:
+        out = v if own_v else torch.empty_like(dy)
+        dx = torch.ops.aten.hardtanh_backward.grad_input(dy, v, cfg.lo, cfg.hi, grad_input=out)
+    if cfg.gain != 1:
+        dx.mul_(cfg.gain)
+    return dx

@@ -37,6 +37,22 @@ def _channels_last_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
     return x.shape[1] >= 16 and x.shape[2] * x.shape[3] > 1
 
 
+def _pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """1x1 convolution (groups=1) as one matrix product in the memory layout of ``x``.
+
+    (N, C, H, W) x (O, C, 1, 1) -> (N, O, H, W). A channels-last input gives a channels-last output (and
+    channels-last gradients), so NHWC data never gets mixed with NCHW data downstream, where PyTorch's
+    element-wise kernels lose their vectorisation; a contiguous input gives a contiguous output.
+    """
+    n, c, h, wd = x.shape
+    w2 = w.reshape(w.shape[0], c)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = torch.matmul(x.permute(0, 2, 3, 1), w2.t())  # (N, H, W, O), contiguous
+        return y.permute(0, 3, 1, 2)
+    y = torch.matmul(w2, x.reshape(n, c, h * wd))  # (N, O, H*W)
+    return y.reshape(n, w.shape[0], h, wd)
+
+
 def _conv(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -53,6 +69,8 @@ def _conv(
     """
     if not flip_weight:
         w = w.flip([2, 3])
+    if not transpose and groups == 1 and w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and padding == (0, 0):
+        return _pointwise(x, w)
     if (transpose or w.shape[2] * w.shape[3] > 1) and _channels_last_pays(x, w):
         x = x.contiguous(memory_format=torch.channels_last)
     if transpose:

@@ -37,8 +37,18 @@ class _FusedMultiplyAdd(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         a, b = ctx.saved_tensors
-        # Ordinary (differentiable) ops, so that a double backward through fma works.
-        da = _sum_to_shape(grad * b, a.shape) if ctx.needs_input_grad[0] else None
-        db = _sum_to_shape(grad * a, b.shape) if ctx.needs_input_grad[1] else None
-        dc = _sum_to_shape(grad, ctx.c_shape) if ctx.needs_input_grad[2] else None
+        need_a, need_b, need_c = ctx.needs_input_grad
+        dc = _sum_to_shape(grad, ctx.c_shape) if need_c else None
+        lean = need_a and need_b and a.shape == grad.shape and b.numel() < grad.numel()
+        lean = lean and a.dtype == grad.dtype and b.dtype == grad.dtype
+        if torch.is_grad_enabled() or not lean:
+            # Ordinary (differentiable) ops, so that a double backward through fma works.
+            da = _sum_to_shape(grad * b, a.shape) if need_a else None
+            db = _sum_to_shape(grad * a, b.shape) if need_b else None
+            return da, db, dc
+        # Plain backward of the common case (a full-size, b broadcast): one scratch buffer serves both
+        # products -- a fresh large buffer costs more than the multiplication on a CPU.
+        scratch = torch.mul(grad, a)
+        db = _sum_to_shape(scratch, b.shape)  # a reduction: a new, small tensor
+        da = torch.mul(grad, b, out=scratch)
         return da, db, dc
