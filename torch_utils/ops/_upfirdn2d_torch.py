@@ -98,6 +98,11 @@ def kernel(
     if not flip_filter:
         taps = taps.flip(list(range(taps.ndim)))
     (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, pad
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Odd strides on size-1 axes hide the layout from PyTorch's kernels: re-stride (views only).
+        n, c, h, w = x.shape
+        if x.stride() != (h * w * c, 1, w * c, c):
+            x = x.permute(0, 2, 3, 1).reshape(-1).view(n, h, w, c).permute(0, 3, 1, 2)
     if taps.ndim == 1:
         x = _run_2d(x, taps[None, :], (upx, 1), (downx, 1), (x0, x1, 0, 0))
         return _run_2d(x, taps[:, None], (1, upy), (1, downy), (0, 0, y0, y1))

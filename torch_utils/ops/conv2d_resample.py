@@ -20,6 +20,22 @@ from . import upfirdn2d as _fir
 __all__ = ["conv2d_resample"]
 
 
+def canonical_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last layout with the textbook strides ``(H*W*C, 1, W*C, C)``.
+
+    A channels-last tensor may carry arbitrary strides on size-1 axes (e.g. a batch of one produced by a
+    reshape); PyTorch then fails to recognise the layout, and its convolutions fall back to NCHW outputs,
+    after which every following layer pays a layout conversion. Re-striding such a tensor is free: it is
+    viewed as flat NHWC memory and back (views only, so the backward pass is free as well; ``as_strided``
+    would make autograd scatter into a zero-filled buffer).
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    if x.stride() != (h * w * c, 1, w * c, c):
+        x = x.permute(0, 2, 3, 1).reshape(-1).view(n, h, w, c).permute(0, 3, 1, 2)
+    return x
+
+
 def _channels_last_pays(x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether to run a CPU convolution in channels-last layout.
 
@@ -72,7 +88,7 @@ def _conv(
     if not transpose and groups == 1 and w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and padding == (0, 0):
         return _pointwise(x, w)
     if (transpose or w.shape[2] * w.shape[3] > 1) and _channels_last_pays(x, w):
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = canonical_channels_last(x)
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
