@@ -12,7 +12,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from torch_utils.misc import plain_data as to_plain  # noqa: F401 - re-exported for the entry scripts
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -338,21 +340,6 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("sgilo_run_dir"):
         OmegaConf.register_new_resolver("sgilo_run_dir", unique_run_dir)
-
-
-def to_plain(value: Any) -> Any:
-    """OmegaConf containers, tuples and paths -> plain dicts/lists/scalars (safe for JSON and weights_only)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 from stylegan.loading import CheckpointError, load_generator
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
+from torch_utils.misc import plain_data
 
 GENERATOR_KEYS = ("name", "ckpt", "gaussian_fit", "init", "seed", "fit_samples", "resolution", "description")
 
@@ -36,25 +37,9 @@ class GeneratorConfigError(ValueError):
     """A generator entry that cannot be turned into a network (missing file, unknown key, ...)."""
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers / tuples -> dicts and lists of Python scalars (safe for weights_only files)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # omegaconf is a requirement, but this module does not need it otherwise
-        pass
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def generator_record(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The plain-data identity of a generator entry (what score-prior checkpoints store)."""
-    record = _plain(cfg)
+    record = plain_data(cfg)
     unknown = sorted(set(record) - set(GENERATOR_KEYS))
     if unknown:
         raise GeneratorConfigError(f"unknown generator key(s) {unknown}; known: {list(GENERATOR_KEYS)}")

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 
 
 def plain_data(value: Any) -> Any:
-    """Convert nested dicts/lists/tuples and numpy scalars to plain Python values.
+    """Convert config containers, mappings, tuples, paths and numpy scalars to plain Python values.
 
-    Constructor arguments recorded this way can be saved in checkpoints that load with
-    ``torch.load(weights_only=True)`` and compared for equality after a round trip.
+    Constructor arguments and config sections recorded this way can be saved in checkpoints that load
+    with ``torch.load(weights_only=True)``, written as JSON, and compared for equality after a round trip.
+    OmegaConf containers are resolved first (interpolations filled in).
     """
-    if isinstance(value, dict):
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf  # Only when handed one: this module does not otherwise need omegaconf.
+
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
         return {str(k): plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_data(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
     if isinstance(value, np.generic):
         return value.item()
     return value
