@@ -1,0 +1,1 @@
+"""Inverse problems: forward operators, the layer-wise ILO/SGILO loop, losses and metrics."""
