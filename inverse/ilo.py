@@ -1,0 +1,541 @@
+"""The round loop of SGILO (DESIGN §2): CSGM, ILO and SGILO as configurations of one layer-wise solver.
+
+Round r optimises at layer r of the generator G = G2 ∘ G1 (layer 0 = the Gaussianised latent z; layer r ≥ 1 =
+the input of block r). Per step::
+
+    image  = clamp(G_r(z, noises, x))                      # forward from layer r
+    loss_i = mse[r]·A-loss + pe[r]·LPIPS + geocross·GeoCross(z[:, 2r:])   # one value per chain
+    Δ      = prior(z), prior(x)                            # at the same iterate as the gradient
+    Adam step on Σ_i loss_i                                # per-chain losses are independent
+    z += latent_temperature[r]·Δz + latent_noise_temp·ξ    # SGILO's prior step (Langevin)
+    x += gen_temperature[r]·Δx + gen_noise_temp·ξ
+    project: spherical (z rows, noise maps keep their round-start norms), l1 ball of radius[r] around x_0
+
+After the round, the layer-(r+1) state is block r applied to the current state. The Δ of a prior is either the
+published hot predictor–corrector step (``prior_step='pc'``: :meth:`ScorePrior.hot_delta`) or one score
+evaluation (``prior_step='score'``: Δ = score_eps · s_θ(v, t_hot)).
+
+Batch layout: ``N`` measurements × ``K`` chains = ``B`` rows, row ``i·K + k`` is chain k of measurement i. Every
+random draw (initial latent and noise maps, the Langevin noise ξ) comes from a per-measurement generator
+seeded with ``(seed, image id)``, so an image's result does not depend on which batch or process solved it
+(the ``pc`` sampler's internal draws and step sizes are the one exception: they use the global RNG and batch
+statistics, as published).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from score.prior import ScorePrior
+from stylegan.networks import Generator
+from stylegan.proxy import MappingProxy
+
+# Per-round settings and the value they take when a config leaves them out.
+PER_ROUND = {"lr": 0.05, "mse": 1.0, "pe": 0.0, "vars": "nlg", "latent_temperature": 0.0, "gen_temperature": 0.0,
+             "radius": None}
+LR_SCHEDULES = ("constant", "cosine")
+PRIOR_STEPS = ("pc", "score")
+LATENT_INITS = ("ones", "zeros", "randn")
+NOISE_INITS = ("random", "const")
+
+
+class SettingsError(ValueError):
+    """Solver settings that cannot work (the message is one line, meant for the user)."""
+
+
+class Operator(Protocol):
+    """What the solver needs of a forward operator (``inverse.operators``)."""
+
+    def A(self, x: Tensor) -> Tensor: ...  # images (B, C, H, W) -> measurements
+
+    def loss(self, x_hat: Tensor, y: Tensor) -> Tensor: ...  # (B, C, H, W), measurements -> (B,)
+
+    def measurement_image(self, y: Tensor) -> Tensor: ...  # measurements -> (B, C, H, W) image
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Settings.
+
+
+def _per_round(name: str, value: Any, rounds: int) -> list[Any]:
+    """A scalar broadcast to every round, or a list with at least one entry per round (extra entries ignored,
+    as in the published configs, which list four layers for three rounds)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return [value] * rounds
+    values = list(value)
+    if len(values) < rounds:
+        raise SettingsError(f"{name} has {len(values)} entr{'y' if len(values) == 1 else 'ies'} but steps asks for "
+                            f"{rounds} rounds; give one per round (or a single value)")
+    return values[:rounds]
+
+
+@dataclass
+class SolverSettings:
+    """Everything that configures the loop; per-round entries are lists of length ``rounds`` (see ``build``).
+
+    steps: Adam steps per round (one round per entry). lr / lr_schedule: base learning rate per round and
+    'constant' or ILO's 'cosine' ramp. mse, pe: weights of the measurement loss and LPIPS per round; geocross:
+    weight of GeoCross on z[:, 2r:]. vars: per round, 'l' (latent z), 'n' (noise maps), 'g' (layer features x).
+    latent_temperature / gen_temperature: per-round weights of the prior's Δ on z and x; latent_noise_temp /
+    gen_noise_temp: std of the Langevin noise added with them. project_latent / project_noises: spherical
+    projections; radius: per-round l1-ball radius for x around its round-start value (None/0 = none).
+    noises_lookahead: round r optimises the first noises_lookahead + 2r noise maps. prior_step: 'pc' | 'score';
+    score_eps: step of the 'score' form. chains: posterior samples per measurement. latent_init: 'ones'
+    (published), 'zeros' or 'randn'; noise_init: 'random' (published) or the generator's 'const' maps.
+    carry_skip: carry the skip-branch RGB image of layer r (exact composition) or drop it as the published
+    code does.
+    """
+
+    steps: list[int]
+    lr: list[float]
+    mse: list[float]
+    pe: list[float]
+    vars: list[str]
+    latent_temperature: list[float]
+    gen_temperature: list[float]
+    radius: list[float | None]
+    lr_schedule: str = "constant"
+    geocross: float = 0.0
+    latent_noise_temp: float = 0.0
+    gen_noise_temp: float = 0.0
+    project_latent: bool = False
+    project_noises: bool = False
+    noises_lookahead: int = 1
+    prior_step: str = "pc"
+    score_eps: float = 1e-3
+    chains: int = 1
+    latent_init: str = "ones"
+    noise_init: str = "random"
+    carry_skip: bool = True
+
+    @property
+    def rounds(self) -> int:
+        return len(self.steps)
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any]) -> SolverSettings:
+        """From a mapping with the published flat keys (scalars broadcast per round); unknown keys are ignored
+        so that a whole solve config can be passed."""
+        steps = cfg.get("steps")
+        if steps is None or isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__") or len(steps) == 0:
+            raise SettingsError(f"steps must be a non-empty list of step counts, one per round, got {steps!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+            raise SettingsError(f"steps must hold integers >= 0, got {list(steps)}")
+        rounds = len(steps)
+        kwargs: dict[str, Any] = {"steps": [int(s) for s in steps]}
+        for name, default in PER_ROUND.items():
+            value = cfg.get(name)
+            kwargs[name] = _per_round(name, default if value is None else value, rounds)
+        for f in fields(cls):
+            if f.name not in kwargs and f.name in cfg and cfg[f.name] is not None:
+                kwargs[f.name] = cfg[f.name]
+        settings = cls(**kwargs)
+        settings.check()
+        return settings
+
+    def check(self, num_blocks: int | None = None) -> None:
+        """Raise :class:`SettingsError` (one line) for values the loop cannot use."""
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.prior_step not in PRIOR_STEPS:
+            raise SettingsError(f"prior_step must be one of {PRIOR_STEPS}, got {self.prior_step!r}")
+        if self.latent_init not in LATENT_INITS:
+            raise SettingsError(f"latent_init must be one of {LATENT_INITS}, got {self.latent_init!r}")
+        if self.noise_init not in NOISE_INITS:
+            raise SettingsError(f"noise_init must be one of {NOISE_INITS}, got {self.noise_init!r}")
+        for name in ("lr", "mse", "pe", "latent_temperature", "gen_temperature"):
+            for r, v in enumerate(getattr(self, name)):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                    raise SettingsError(f"{name}[{r}] must be a finite number >= 0, got {v!r}")
+        for r, v in enumerate(self.radius):
+            if v is not None and (not isinstance(v, (int, float)) or v < 0):
+                raise SettingsError(f"radius[{r}] must be a number >= 0 or null, got {v!r}")
+        for r, v in enumerate(self.vars):
+            if not isinstance(v, str) or not v or set(v) - set("lng"):
+                raise SettingsError(f"vars[{r}] must be letters from 'l' (latent), 'n' (noises), 'g' (layer "
+                                    f"features), got {v!r}")
+        for name in ("geocross", "latent_noise_temp", "gen_noise_temp", "score_eps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise SettingsError(f"{name} must be a number >= 0, got {v!r}")
+        if not isinstance(self.noises_lookahead, int) or self.noises_lookahead < 0:
+            raise SettingsError(f"noises_lookahead must be an integer >= 0, got {self.noises_lookahead!r}")
+        if not isinstance(self.chains, int) or isinstance(self.chains, bool) or self.chains < 1:
+            raise SettingsError(f"chains must be an integer >= 1, got {self.chains!r}")
+        if num_blocks is not None and self.rounds > num_blocks:
+            raise SettingsError(f"steps asks for {self.rounds} rounds, but the generator has only {num_blocks} "
+                                f"layers to optimise at (0..{num_blocks - 1})")
+
+
+def learning_rate(step: int, steps: int, base: float, schedule: str) -> float:
+    """Learning rate of ``step`` (0-based) of a round of ``steps``: constant, or ILO's cosine ramp (5 % linear
+    warm-up from 0, cosine decay to 0 over the last 75 %, in fractions of the round)."""
+    if schedule == "constant":
+        return base
+    t = step / max(steps, 1)
+    ramp = 0.5 - 0.5 * math.cos(min(1.0, (1.0 - t) / 0.75) * math.pi)
+    return base * ramp * min(1.0, t / 0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# State.
+
+
+@dataclass
+class Variables:
+    """The solver's state at layer ``layer`` for B = N·K rows.
+
+    z: (B, num_ws, w_dim) Gaussianised latent. noises: per noise layer (B, 1, R, R), execution order.
+    x: (B, C_layer, H, W) layer features (None at layer 0). img: (B, img_channels, H, W) skip-branch image at
+    the layer (None at layer 0 or when dropped); held fixed during a round.
+    """
+
+    z: Tensor
+    noises: list[Tensor]
+    layer: int = 0
+    x: Tensor | None = None
+    img: Tensor | None = None
+
+    def tensors(self) -> list[Tensor]:
+        return [self.z, *self.noises, *([self.x] if self.x is not None else [])]
+
+    def snapshot(self) -> list[Tensor]:
+        return [t.detach().clone() for t in self.tensors()]
+
+    @torch.no_grad()
+    def restore_rows(self, saved: Sequence[Tensor], rows: Tensor) -> None:
+        """Put rows (bool mask (B,)) of every variable back to ``saved`` (a :meth:`snapshot`)."""
+        for t, s in zip(self.tensors(), saved):
+            t[rows] = s[rows]
+
+
+class ImageRng:
+    """One seeded CPU generator per measurement; draws (B, ...) tensors with each image's K rows from its own."""
+
+    def __init__(self, seed: int, image_ids: Sequence[int], chains: int, device: torch.device):
+        # Large odd multiplier: distinct, well-spread streams for nearby ids.
+        self.gens = [torch.Generator().manual_seed((int(seed) * 1_000_003 + int(i)) % 2**63) for i in image_ids]
+        self.chains = chains
+        self.device = device
+
+    def randn(self, *shape: int) -> Tensor:
+        """(N·K, *shape) standard normal."""
+        draws = [torch.randn((self.chains, *shape), generator=g) for g in self.gens]
+        return torch.cat(draws).to(self.device)
+
+
+def init_variables(G: Generator, n_images: int, settings: SolverSettings, rng: ImageRng) -> Variables:
+    """Round-0 state: z by ``latent_init``, noise maps by ``noise_init`` (one set per chain)."""
+    b = n_images * settings.chains
+    shape = (G.num_ws, G.w_dim)
+    device = rng.device
+    if settings.latent_init == "randn":
+        z = rng.randn(*shape)
+    else:
+        z = torch.full((b, *shape), 1.0 if settings.latent_init == "ones" else 0.0, device=device)
+    syn = G.synthesis
+    if settings.noise_init == "const":
+        noises = syn.make_noises(b, mode="const", device=device)
+    else:
+        noises = [rng.randn(*s[1:]) for s in syn.noise_shapes()]
+    return Variables(z=z, noises=noises)
+
+
+@dataclass
+class LayerPriors:
+    """The score priors of the run: ``latent`` (on z, layer 0) and one optional prior per round's layer."""
+
+    latent: ScorePrior | None = None
+    layers: dict[int, ScorePrior] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One step: render, loss, prior step, projections.
+
+
+@dataclass
+class Problem:
+    """What is being solved: generator, proxy, operator, measurements y (B rows), optional perceptual loss and
+    GeoCross (callables returning (B,)), optional references (B, C, H, W) for live PSNR."""
+
+    G: Generator
+    proxy: MappingProxy
+    operator: Operator
+    y: Tensor
+    perceptual: Callable[[Tensor, Tensor], Tensor] | None = None
+    geocross: Callable[[Tensor], Tensor] | None = None
+    reference: Tensor | None = None
+
+
+def render(problem: Problem, v: Variables) -> Tensor:
+    """G_r(z, noises, x) clamped to [-1, 1]: (B, C, R, R)."""
+    ws = problem.proxy(v.z)
+    image = problem.G.synthesis.forward_from(ws, v.layer, v.x, v.img, noises=v.noises, noise_mode="const")
+    return image.clamp(-1, 1)
+
+
+def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSettings) -> Tensor:
+    """Per-row loss (B,) of round r."""
+    loss = s.mse[r] * problem.operator.loss(image, problem.y)
+    if s.pe[r] > 0 and problem.perceptual is not None:
+        # LPIPS compares what the measurements show (as images), like the published solver.
+        op = problem.operator
+        loss = loss + s.pe[r] * problem.perceptual(op.measurement_image(op.A(image)), op.measurement_image(problem.y))
+    if s.geocross > 0 and problem.geocross is not None and v.z.shape[1] - 2 * r > 1:
+        loss = loss + s.geocross * problem.geocross(v.z[:, 2 * r:])
+    return loss
+
+
+@torch.no_grad()
+def prior_deltas(v: Variables, r: int, s: SolverSettings, priors: LayerPriors) -> tuple[Tensor | None, Tensor | None]:
+    """Δz and Δx of the prior step of round r (None where no prior applies), from the current iterate."""
+
+    def delta(prior: ScorePrior, value: Tensor) -> Tensor:
+        if s.prior_step == "pc":
+            return prior.hot_delta(value)
+        return s.score_eps * prior.variable_score(value)
+
+    dz = dx = None
+    if priors.latent is not None and s.latent_temperature[r] > 0 and "l" in s.vars[r]:
+        dz = delta(priors.latent, v.z)
+    gen_prior = priors.layers.get(v.layer)
+    if gen_prior is not None and v.x is not None and s.gen_temperature[r] > 0 and "g" in s.vars[r]:
+        dx = delta(gen_prior, v.x)
+    return dz, dx
+
+
+@torch.no_grad()
+def apply_prior_step(v: Variables, r: int, s: SolverSettings, dz: Tensor | None, dx: Tensor | None,
+                     rng: ImageRng) -> None:
+    """z += T_z·Δz + σ_z·ξ (whenever z is optimised, as published); x += T_x·Δx + σ_x·ξ (where x has a prior)."""
+    if "l" in s.vars[r]:
+        if dz is not None:
+            v.z.add_(dz, alpha=s.latent_temperature[r])
+        if s.latent_noise_temp > 0:
+            v.z.add_(rng.randn(*v.z.shape[1:]), alpha=s.latent_noise_temp)
+    if dx is not None:
+        v.x.add_(dx, alpha=s.gen_temperature[r])
+        if s.gen_noise_temp > 0:
+            v.x.add_(rng.randn(*v.x.shape[1:]), alpha=s.gen_noise_temp)
+
+
+def row_norms(t: Tensor) -> Tensor:
+    """Norm over the dims after the first two, kept for broadcasting: z rows (B, num_ws, 1), noises (B, 1, 1, 1)."""
+    return (t.square().sum(tuple(range(2, t.ndim)), keepdim=True) + 1e-9).sqrt()
+
+
+@torch.no_grad()
+def project_spherical(t: Tensor, radii: Tensor) -> None:
+    """Rescale each row (see :func:`row_norms`) of ``t`` back to its recorded norm."""
+    t.mul_(radii / row_norms(t))
+
+
+def project_l1_ball(delta: Tensor, radius: float) -> Tensor:
+    """Euclidean projection of each row of ``delta`` (B, ...) onto the l1 ball of ``radius`` (Duchi et al. 2008)."""
+    flat = delta.reshape(delta.shape[0], -1)
+    inside = flat.abs().sum(1) <= radius
+    if bool(inside.all()):
+        return delta
+    mu = flat.abs().sort(dim=1, descending=True).values
+    cumsum = mu.cumsum(1)
+    k = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    rho = ((mu * k) > (cumsum - radius)).to(flat.dtype).mul(k).argmax(1)  # last index where the condition holds
+    theta = (cumsum.gather(1, rho[:, None]) - radius) / (rho[:, None] + 1).to(flat.dtype)
+    projected = flat.sign() * (flat.abs() - theta).clamp_min(0)
+    return torch.where(inside[:, None], flat, projected).reshape(delta.shape)
+
+
+@dataclass
+class Projections:
+    """What the projections of one round hold on to: round-start norms and the l1-ball centre."""
+
+    latent_radii: Tensor | None
+    noise_radii: list[Tensor] | None
+    x_center: Tensor | None
+    x_radius: float | None
+
+    @classmethod
+    @torch.no_grad()
+    def start(cls, v: Variables, r: int, s: SolverSettings) -> Projections:
+        radius = s.radius[r]
+        use_ball = v.x is not None and radius is not None and radius > 0 and "g" in s.vars[r]
+        return cls(
+            latent_radii=row_norms(v.z) if s.project_latent else None,
+            noise_radii=[row_norms(n) for n in v.noises] if s.project_noises else None,
+            x_center=v.x.detach().clone() if use_ball else None,
+            x_radius=float(radius) if use_ball else None,
+        )
+
+    @torch.no_grad()
+    def apply(self, v: Variables) -> None:
+        if self.latent_radii is not None:
+            project_spherical(v.z, self.latent_radii)
+        if self.noise_radii is not None:
+            for n, radii in zip(v.noises, self.noise_radii):
+                project_spherical(n, radii)
+        if self.x_center is not None:
+            v.x.copy_(self.x_center + project_l1_ball(v.x - self.x_center, self.x_radius))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rounds.
+
+
+def trainable(v: Variables, r: int, s: SolverSettings) -> list[Tensor]:
+    """The tensors round r optimises: z ('l'), the first noises_lookahead + 2r noise maps ('n'), x ('g')."""
+    out = []
+    if "l" in s.vars[r]:
+        out.append(v.z)
+    if "n" in s.vars[r]:
+        out += v.noises[: s.noises_lookahead + 2 * r]
+    if "g" in s.vars[r] and v.x is not None:
+        out.append(v.x)
+    return out
+
+
+@torch.no_grad()
+def advance_layer(problem: Problem, v: Variables, s: SolverSettings) -> None:
+    """Layer r -> r+1: run block r on the current state; the result becomes the next round's features."""
+    syn = problem.G.synthesis
+    ws = problem.proxy(v.z)
+    x, img = syn._run_blocks(ws, v.layer, v.layer + 1, v.x, v.img, v.noises, noise_mode="const")
+    v.x = x.detach().clone()
+    v.img = img.detach().clone() if s.carry_skip else None
+    v.layer += 1
+
+
+@dataclass
+class RoundLog:
+    layer: int
+    losses: list[float]
+    seconds: float
+
+
+def live_psnr(image: Tensor, reference: Tensor, alive: Tensor) -> float:
+    """Mean PSNR (dB, images in [-1, 1]) over the rows that are still alive: for the progress bar only."""
+    mse = (image - reference).square().flatten(1).mean(1)[alive]
+    return float((10 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean()) if mse.numel() else float("nan")
+
+
+def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors: LayerPriors, rng: ImageRng,
+              failed: Tensor, progress: bool = True) -> RoundLog:
+    """Optimise round r in place; rows that turn NaN/Inf are marked in ``failed`` (B,) and frozen."""
+    for t in v.tensors():
+        t.requires_grad_(False)
+    params = trainable(v, r, s)
+    for t in params:
+        t.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=s.lr[r]) if params else None
+    projections = Projections.start(v, r, s)
+    frozen = v.snapshot()  # where failed rows stay
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(range(s.steps[r]), desc=f"round {r} (layer {v.layer})", disable=not progress, leave=False)
+    for step in bar:
+        image = render(problem, v)
+        loss = objective(problem, image, v, r, s)
+        dz, dx = prior_deltas(v, r, s, priors)
+
+        failed |= ~torch.isfinite(loss)
+        alive = ~failed
+        if optimizer is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule)
+            optimizer.zero_grad(set_to_none=True)
+            torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+            optimizer.step()
+        apply_prior_step(v, r, s, dz, dx, rng)
+        projections.apply(v)
+
+        with torch.no_grad():
+            for t in v.tensors():
+                failed |= ~torch.isfinite(t.flatten(1)).all(1)
+            if bool(failed.any()):
+                v.restore_rows(frozen, failed)
+        total = float(loss.detach()[alive].sum()) if bool(alive.any()) else float("nan")
+        losses.append(total)
+        if progress:
+            post = {"loss": f"{total:.4g}"}
+            if problem.reference is not None:
+                post["psnr"] = f"{live_psnr(image.detach(), problem.reference, alive):.2f}"
+            bar.set_postfix(post, refresh=False)
+    bar.close()
+    for t in v.tensors():
+        t.requires_grad_(False)
+    return RoundLog(layer=v.layer, losses=losses, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class Solution:
+    """What :func:`solve` returns, for N measurements × K chains.
+
+    rounds: per round, the image (N, K, C, H, W) at its end. final: the last round's images (N, K, C, H, W).
+    failed: (N,) measurements with a NaN/Inf chain. variables: the final state (B = N·K rows). layer_states:
+    per round r ≥ 1, the optimised features x of layer r (B, ...). logs: per-round losses and seconds.
+    """
+
+    rounds: list[Tensor]
+    final: Tensor
+    failed: Tensor
+    variables: Variables
+    layer_states: dict[int, Tensor]
+    logs: list[RoundLog]
+    seconds: float
+
+    @property
+    def mean(self) -> Tensor:
+        """Posterior mean (N, C, H, W) over the chains."""
+        return self.final.mean(1)
+
+    @property
+    def std(self) -> Tensor:
+        """Per-pixel posterior standard deviation (N, C, H, W) over the chains (zeros for K = 1)."""
+        k = self.final.shape[1]
+        return self.final.std(1) if k > 1 else torch.zeros_like(self.final[:, 0])
+
+
+def solve(problem: Problem, settings: SolverSettings, priors: LayerPriors | None = None,
+          image_ids: Sequence[int] | None = None, seed: int = 0, progress: bool = True) -> Solution:
+    """Solve N inverse problems at once (``problem.y`` holds N measurements; chains are added here).
+
+    Args:
+        problem: generator, operator, measurements (N, ...), optional references (N, C, H, W).
+        settings: see :class:`SolverSettings`.
+        priors: score priors (None: no prior step anywhere, i.e. ILO/CSGM).
+        image_ids: ids that seed each measurement's random streams (default 0..N-1).
+        seed: run seed.
+    """
+    priors = priors or LayerPriors()
+    s, G = settings, problem.G
+    settings.check(G.synthesis.num_blocks)
+    n, k = problem.y.shape[0], settings.chains
+    device = problem.y.device
+    ids = list(image_ids) if image_ids is not None else list(range(n))
+    rng = ImageRng(seed, ids, k, device)
+    # Chains: each measurement (and reference) repeated K times, row i·K + k.
+    batch = replace(problem, y=problem.y.repeat_interleave(k, 0),
+                    reference=None if problem.reference is None else problem.reference.repeat_interleave(k, 0))
+
+    v = init_variables(G, n, s, rng)
+    failed = torch.zeros(n * k, dtype=torch.bool, device=device)
+    rounds, logs, layer_states = [], [], {}
+    start = time.perf_counter()
+    for r in range(s.rounds):
+        if r > 0:
+            advance_layer(batch, v, s)  # x of layer r = block r-1 on the state the previous round ended in
+        logs.append(run_round(batch, v, r, s, priors, rng, failed, progress))
+        if v.x is not None:
+            layer_states[v.layer] = v.x.detach().clone()
+        with torch.no_grad():
+            image = render(batch, v)
+            rounds.append(image.reshape(n, k, *image.shape[1:]))
+    return Solution(rounds=rounds, final=rounds[-1], failed=failed.reshape(n, k).any(1), variables=v,
+                    layer_states=layer_states, logs=logs, seconds=time.perf_counter() - start)
