@@ -281,6 +281,10 @@ class Colorizer(Operator):
         # The weights sum to 0.9999, so a gray image maps back to (almost exactly) itself.
         return y.expand(-1, 3, -1, -1).clamp(-1.0, 1.0)
 
+    def measurement_image(self, y: Tensor) -> Tensor:
+        # Gray repeated to RGB: the same PNG to the eye, and RGB networks (the LPIPS term) can take it.
+        return self.naive(y)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Compressed sensing.
@@ -308,12 +312,17 @@ class Circulant(Operator):
         idx = torch.randperm(n, generator=g)[: self.m].sort().values
         self.register_buffer("signs", signs, persistent=False)
         self.register_buffer("filter", filt, persistent=False)
+        # The filter's spectrum, computed once (complex128) and cast per call: one FFT fewer per evaluation.
+        self.register_buffer("spectrum", torch.fft.rfft(filt), persistent=False)
         self.register_buffer("indices", idx, persistent=False)
+
+    def _spectrum(self, dtype: torch.dtype) -> Tensor:
+        return self.spectrum.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
 
     def A(self, x: Tensor) -> Tensor:
         self._check_image(x)
         v = x.flatten(1) * self.signs.to(x.dtype)
-        spec = torch.fft.rfft(self.filter.to(x.dtype))
+        spec = self._spectrum(x.dtype)
         conv = torch.fft.irfft(torch.fft.rfft(v) * spec, n=self.n)
         return conv[:, self.indices]
 
@@ -321,7 +330,7 @@ class Circulant(Operator):
         full = y.new_zeros(y.shape[0], self.n)
         full[:, self.indices] = y
         # The transpose of a circular convolution is a circular correlation: conjugate the filter's spectrum.
-        spec = torch.fft.rfft(self.filter.to(y.dtype))
+        spec = self._spectrum(y.dtype)
         corr = torch.fft.irfft(torch.fft.rfft(full) * spec.conj(), n=self.n)
         v = corr * self.signs.to(y.dtype)
         return v.view(y.shape[0], self.channels, self.resolution, self.resolution)

@@ -240,7 +240,7 @@ def test_colorizer_luma():
         assert op.A(e)[0, 0, 0, 0].item() == pytest.approx(LUMA_WEIGHTS[c])
     gray = torch.full((1, 3, R, R), 0.4)
     assert torch.allclose(op.naive(op.A(gray)), gray, atol=1e-4)
-    assert op.measurement_image(op.A(gray)).shape == (1, 1, R, R)
+    assert op.measurement_image(op.A(gray)).shape == (1, 3, R, R)  # gray as RGB, for LPIPS on measurements
 
 
 # ----------------------------------------------------------------------------------------------------------------
