@@ -131,6 +131,8 @@ class Operator(torch.nn.Module):
             raise OperatorConfigError(f"noise_std must be a finite number >= 0, got {sigma}.")
         with torch.no_grad():
             y = self.A(x)
+            if y is x:  # identity operator: never hand back the caller's tensor itself
+                y = y.clone()
             if sigma == 0:
                 return y
             device = generator.device if generator is not None else y.device

@@ -130,7 +130,7 @@ def test_noise_level_and_configured_default():
     x = torch.zeros(4, 3, 64, 64)
     y = op.measure(x, generator=torch.Generator().manual_seed(0))  # None -> the configured 0.2
     assert abs(y.std().item() - 0.2) < 0.01
-    assert torch.equal(op.measure(x, noise_std=0.0), x)
+    assert torch.equal(op.measure(x, noise_std=0.0), x) and op.measure(x, noise_std=0.0) is not x
 
 
 def test_inpainting_noise_only_on_observed_pixels():
