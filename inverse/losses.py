@@ -79,15 +79,26 @@ class PerceptualLoss(nn.Module):
         resolution: both images are resized to ``resolution`` x ``resolution`` before comparing (256 is the
             published SGILO setting); None compares at the input resolution.
         resize_mode: 'area', 'bilinear' or 'bicubic' (see :func:`lpips.resize_images`).
+        cache_reference: keep the features of the last reference ``y`` (when it needs no gradient) and reuse
+            them while the very same, unmodified tensor is passed again, as in an optimisation loop against
+            fixed measurements; this saves one backbone pass per step. The cache holds one batch of features.
 
     ``forward(x, y)``: (N, 3, H, W) images in [-1, 1] (y may have N = 1 and is then broadcast) -> (N,).
     """
 
-    def __init__(self, metric: LPIPS | None, resolution: int | None = 256, resize_mode: str = "area") -> None:
+    def __init__(
+        self,
+        metric: LPIPS | None,
+        resolution: int | None = 256,
+        resize_mode: str = "area",
+        cache_reference: bool = True,
+    ) -> None:
         super().__init__()
         self.metric = metric
         self.resolution = resolution
         self.resize_mode = resize_mode
+        self.cache_reference = cache_reference
+        self._cache: tuple[torch.Tensor, tuple, list[torch.Tensor]] | None = None
 
     @classmethod
     def load(
@@ -107,13 +118,35 @@ class PerceptualLoss(nn.Module):
     def available(self) -> bool:
         return self.metric is not None
 
+    def clear_cache(self) -> None:
+        """Forget the cached reference features (done automatically when the module moves or changes dtype)."""
+        self._cache = None
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double() ...: cached features would be stale
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.resolution is None else resize_images(x, self.resolution, self.resize_mode)
+
+    def _reference_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        assert self.metric is not None
+        # The cache keeps a strong reference to y, so no other tensor can share its identity; _version
+        # changes with every in-place write, data_ptr with a swapped .data.
+        key = (y._version, y.data_ptr(), tuple(y.shape), y.dtype, y.device)
+        if self._cache is not None and self._cache[0] is y and self._cache[1] == key:
+            return self._cache[2]
+        with torch.no_grad():
+            features = self.metric.features(self._resize(y))
+        self._cache = (y, key, features)
+        return features
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.metric is None:
             return x.new_zeros(x.shape[0])
-        if self.resolution is not None:
-            x = resize_images(x, self.resolution, self.resize_mode)
-            y = resize_images(y, self.resolution, self.resize_mode)
-        return self.metric(x, y)
+        if self.cache_reference and not y.requires_grad:
+            return self.metric.distance_to_features(self._resize(x), self._reference_features(y))
+        return self.metric(self._resize(x), self._resize(y))
 
     def extra_repr(self) -> str:
         return f"available={self.available}, resolution={self.resolution}, resize_mode={self.resize_mode!r}"

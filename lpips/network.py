@@ -176,31 +176,47 @@ class LPIPS(nn.Module):
         """Strictly load LPIPS v0.1 linear heads (files saved on CUDA are mapped to the CPU)."""
         self.heads.load_state_dict(read_state_dict(source, "lin"), strict=True)
 
+    def _prepare(self, x: torch.Tensor, normalize: bool) -> torch.Tensor:
+        """Check, rescale to [-1, 1] if asked, resize if configured, apply the scaling layer."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"LPIPS expects (N, 3, H, W) images, got {tuple(x.shape)}")
+        if normalize:
+            x = 2 * x - 1
+        if self.resize is not None:
+            x = resize_images(x, self.resize, self.resize_mode)
+        return self.scaling_layer(x.to(self.scaling_layer.shift.dtype))
+
+    def features(self, x: torch.Tensor, normalize: bool = False) -> list[torch.Tensor]:
+        """Channel-normalised features of one image batch, one (N, C_l, H_l, W_l) tensor per layer.
+
+        Computing them once for a fixed reference and passing them to :meth:`distance_to_features` saves a
+        backbone pass per optimisation step.
+        """
+        return [normalize_channels(f) for f in self.net(self._prepare(x, normalize))]
+
+    def _compare(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-layer terms from normalised features: weighted channel sum of the squared difference, spatial mean."""
+        return [self.heads[i]((a - b) ** 2).mean(dim=(1, 2, 3)) for i, (a, b) in enumerate(zip(fx, fy))]
+
     def layer_distances(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> list[torch.Tensor]:
         """Per-layer terms of the distance, each of shape (N,); their sum is ``forward(x, y)``.
 
         x, y: (N, 3, H, W) (or y with N = 1, broadcast) in [-1, 1], or in [0, 1] with ``normalize=True``.
         """
-        if x.dim() != 4 or x.shape[1] != 3 or y.dim() != 4 or y.shape[1] != 3:
-            raise ValueError(f"LPIPS expects (N, 3, H, W) images, got {tuple(x.shape)} and {tuple(y.shape)}")
-        if normalize:
-            x, y = 2 * x - 1, 2 * y - 1
-        if self.resize is not None:
-            x = resize_images(x, self.resize, self.resize_mode)
-            y = resize_images(y, self.resize, self.resize_mode)
-        x = x.to(self.scaling_layer.shift.dtype)
-        y = y.to(self.scaling_layer.shift.dtype)
-        if x.shape[0] == y.shape[0]:
-            # One backbone pass over both batches: half the kernel launches, same numbers.
-            feats = self.net(self.scaling_layer(torch.cat([x, y], 0)))
-            pairs = [f.chunk(2, 0) for f in feats]
-        else:
-            pairs = list(zip(self.net(self.scaling_layer(x)), self.net(self.scaling_layer(y))))
-        terms = []
-        for index, (fx, fy) in enumerate(pairs):
-            diff = (normalize_channels(fx) - normalize_channels(fy)) ** 2
-            terms.append(self.heads[index](diff).mean(dim=(1, 2, 3)))
-        return terms
+        px, py = self._prepare(x, normalize), self._prepare(y, normalize)
+        if px.shape == py.shape:
+            # One backbone pass over both batches: fewer, larger convolutions, same numbers.
+            halves = [normalize_channels(f).chunk(2, 0) for f in self.net(torch.cat([px, py], 0))]
+            return self._compare([h[0] for h in halves], [h[1] for h in halves])
+        fx = [normalize_channels(f) for f in self.net(px)]
+        fy = [normalize_channels(f) for f in self.net(py)]
+        return self._compare(fx, fy)
+
+    def distance_to_features(
+        self, x: torch.Tensor, y_features: list[torch.Tensor], normalize: bool = False
+    ) -> torch.Tensor:
+        """``forward(x, y)`` given ``y_features = self.features(y)`` computed earlier: (N, 3, H, W) -> (N,)."""
+        return torch.stack(self._compare(self.features(x, normalize), y_features), 0).sum(0)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """LPIPS distance, (N, 3, H, W) x 2 -> (N,). Images in [-1, 1] (or [0, 1] with ``normalize=True``)."""

@@ -160,3 +160,31 @@ def test_perceptual_loss_load_without_weights(tmp_path, monkeypatch, caplog):
         loss = PerceptualLoss.load("vgg", resolution=256)
     assert not loss.available
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_perceptual_loss_reuses_reference_features_only_while_valid():
+    torch.manual_seed(1)
+    metric = lpips.LPIPS("alex", backbone_weights=lpips.build_backbone("alex").state_dict(),
+                         head_weights={f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+                                       for i, c in enumerate((64, 192, 384, 256, 256))})
+    cached, plain = PerceptualLoss(metric, resolution=64), PerceptualLoss(metric, resolution=64, cache_reference=False)
+    calls = []
+    features = metric.features
+    metric.features = lambda t, normalize=False: calls.append(t.shape) or features(t, normalize)
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.rand(2, 3, 96, 96, generator=g) * 2 - 1
+    for _ in range(3):
+        x = (torch.rand(2, 3, 96, 96, generator=g) * 2 - 1).requires_grad_(True)
+        value = cached(x, y)
+        torch.testing.assert_close(value, plain(x, y), rtol=1e-5, atol=1e-7)
+        value.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert len(calls) == 3 + 1  # one pass for x per call, one for y in all
+    y.mul_(0.5)  # an in-place change to the reference must not reuse stale features
+    torch.testing.assert_close(cached(x, y), plain(x, y), rtol=1e-5, atol=1e-7)
+    assert len(calls) == 4 + 2
+    y_grad = y.clone().requires_grad_(True)  # a reference that needs gradients is never cached
+    torch.testing.assert_close(cached(x, y_grad), plain(x, y), rtol=1e-5, atol=1e-7)
+    cached.double()
+    assert cached._cache is None
