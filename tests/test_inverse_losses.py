@@ -139,10 +139,10 @@ def test_perceptual_loss_compares_at_its_resolution():
     metric = lpips.LPIPS("squeeze", backbone_weights=lpips.build_backbone("squeeze").state_dict(),
                          head_weights={f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
                                        for i, c in enumerate((64, 128, 256, 384, 384, 512, 512))})
-    loss = PerceptualLoss(metric, resolution=64)
+    loss = PerceptualLoss(metric, resolution=32)
     assert loss.available
     g = torch.Generator().manual_seed(3)
-    x, y = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1, torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
+    x, y = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
     torch.testing.assert_close(loss(x, y), metric(F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(PerceptualLoss(metric, resolution=None)(x, y), metric(x, y))
 
@@ -164,18 +164,18 @@ def test_perceptual_loss_load_without_weights(tmp_path, monkeypatch, caplog):
 
 def test_perceptual_loss_reuses_reference_features_only_while_valid():
     torch.manual_seed(1)
-    metric = lpips.LPIPS("alex", backbone_weights=lpips.build_backbone("alex").state_dict(),
+    metric = lpips.LPIPS("squeeze", backbone_weights=lpips.build_backbone("squeeze").state_dict(),
                          head_weights={f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
-                                       for i, c in enumerate((64, 192, 384, 256, 256))})
-    cached, plain = PerceptualLoss(metric, resolution=64), PerceptualLoss(metric, resolution=64, cache_reference=False)
+                                       for i, c in enumerate((64, 128, 256, 384, 384, 512, 512))})
+    cached, plain = PerceptualLoss(metric, resolution=32), PerceptualLoss(metric, resolution=32, cache_reference=False)
     calls = []
     features = metric.features
     metric.features = lambda t, normalize=False: calls.append(t.shape) or features(t, normalize)
 
     g = torch.Generator().manual_seed(4)
-    y = torch.rand(2, 3, 96, 96, generator=g) * 2 - 1
+    y = torch.rand(2, 3, 48, 48, generator=g) * 2 - 1
     for _ in range(3):
-        x = (torch.rand(2, 3, 96, 96, generator=g) * 2 - 1).requires_grad_(True)
+        x = (torch.rand(2, 3, 48, 48, generator=g) * 2 - 1).requires_grad_(True)
         value = cached(x, y)
         torch.testing.assert_close(value, plain(x, y), rtol=1e-5, atol=1e-7)
         value.sum().backward()
