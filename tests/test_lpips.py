@@ -353,3 +353,10 @@ def test_published_file_names_and_hash_prefixes():
     assert all(v.url.startswith("https://download.pytorch.org/models/") for v in lpips_weights.BACKBONES.values())
     assert all(len(h) == 64 for h in lpips_weights.HEAD_SHA256.values())
     assert math.isclose(float(lpips.LPIPS().scaling_layer.scale[0, 2]), 0.450, rel_tol=1e-6)
+
+
+def test_load_lpips_without_downloads_never_fetches(isolated_caches, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert lpips.load_lpips("vgg", download=False) is None
+    assert not isolated_caches["calls"] and len(_lpips_warnings(caplog)) == 1
+    assert "downloads are off" in _lpips_warnings(caplog)[0].getMessage()
