@@ -12,6 +12,22 @@ _lock = threading.Lock()
 _warned = False
 
 
+def _headers() -> list[Path]:
+    return sorted(_CUDA_DIR.glob("*.h"))
+
+
+def load_emulation(name: str) -> ModuleType:
+    """CPU build of the ``name`` kernel (same arithmetic and binding, host loop) -- for tests only."""
+    from torch_utils import custom_ops
+
+    return custom_ops.get_plugin(
+        f"{name}_emulation",
+        sources=[_CUDA_DIR / f"{name}.cpp", _CUDA_DIR / f"{name}_emulation.cpp"],
+        headers=_headers(),
+        extra_cflags=["-DSGILO_CPU_EMULATION", "-O2"],
+    )
+
+
 def load(name: str) -> ModuleType | None:
     """The compiled ``name`` extension (``cuda/<name>.cpp`` + ``cuda/<name>.cu``), or None if it cannot be built.
 
@@ -28,7 +44,7 @@ def load(name: str) -> ModuleType | None:
             module = custom_ops.get_plugin(
                 name,
                 sources=[_CUDA_DIR / f"{name}.cpp", _CUDA_DIR / f"{name}.cu"],
-                headers=[_CUDA_DIR / "common.h"],
+                headers=_headers(),
                 extra_cuda_cflags=["-O3"],  # no fast-math: results must match the PyTorch path closely
             )
         except Exception as exc:  # noqa: BLE001 -- any build problem means "use the PyTorch path"

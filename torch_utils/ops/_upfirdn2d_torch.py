@@ -92,9 +92,11 @@ def kernel(
 
     Returns (N, C, out_h, out_w) in the dtype of ``x``; see :func:`torch_utils.ops.upfirdn2d.upfirdn2d`.
     """
-    # The filter taps in correlation order (conv2d correlates), with the gain folded in.
-    taps = f * (gain ** (f.ndim / 2)) if gain != 1 else f
-    taps = taps.to(dtype=x.dtype, device=x.device)
+    # The filter taps in correlation order (conv2d correlates), with the gain folded in (after the cast, so
+    # that float64 inputs get a float64-accurate gain).
+    taps = f.to(dtype=x.dtype, device=x.device)
+    if gain != 1:
+        taps = taps * (gain ** (f.ndim / 2))
     if not flip_filter:
         taps = taps.flip(list(range(taps.ndim)))
     (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, pad
