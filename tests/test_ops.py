@@ -498,3 +498,61 @@ def test_against_nvidia(nvidia_ops):
         w = torch.randn(6, 6 // groups, k, k)
         assert_close(conv2d_resample.conv2d_resample(x, w, f, up, down, padding, groups, flip_weight),
                      nv_conv.conv2d_resample(x, w, f, up, down, padding, groups, flip_weight), atol=5e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Extension build machinery (no compiler is invoked here).
+
+
+def test_plugin_failure_warns_once_and_falls_back(monkeypatch):
+    import warnings
+
+    from torch_utils import custom_ops
+    from torch_utils.ops import _plugin
+
+    def broken(*args, **kwargs):
+        raise custom_ops.BuildUnavailable("no CUDA toolkit found")
+
+    monkeypatch.setattr(custom_ops, "get_plugin", broken)
+    monkeypatch.setattr(_plugin, "_modules", {})
+    monkeypatch.setattr(_plugin, "_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _plugin.load("upfirdn2d") is None
+        assert _plugin.load("upfirdn2d") is None
+        assert _plugin.load("bias_act") is None
+    assert len(caught) == 1 and "no CUDA toolkit found" in str(caught[0].message)
+
+
+def test_custom_ops_refuses_cuda_build_without_toolkit(tmp_path, monkeypatch):
+    from torch.utils import cpp_extension
+
+    from torch_utils import custom_ops
+
+    src = tmp_path / "k.cu"
+    src.write_text("// empty\n")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    monkeypatch.setenv("SGILO_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    with pytest.raises(custom_ops.BuildUnavailable):
+        custom_ops.get_plugin("k", [src])
+
+
+def test_custom_ops_fingerprint_tracks_sources(tmp_path):
+    from torch_utils import custom_ops
+
+    a = tmp_path / "a.cpp"
+    a.write_text("int x;\n")
+    key1 = custom_ops._fingerprint("m", [a], [])
+    a.write_text("int y;\n")
+    assert custom_ops._fingerprint("m", [a], []) != key1
+    assert custom_ops._fingerprint("m", [a], ["-O3"]) != custom_ops._fingerprint("m", [a], [])
+
+
+def test_batch_of_one_stays_channels_last():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn(1, 32, 8, 8).to(memory_format=torch.channels_last)
+    x = x.as_strided(x.shape, (32, 1, 256, 32))  # legal but unusual strides on the size-1 batch axis
+    w = torch.randn(32, 32, 3, 3)
+    for y in (conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False),
+              conv2d_resample.conv2d_resample(x, w, f, padding=1), upfirdn2d.filter2d(x, f)):
+        assert y.is_contiguous(memory_format=torch.channels_last)
