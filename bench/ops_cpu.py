@@ -223,11 +223,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", default="", help="comma-separated substrings: run only matching cases")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="apply torch_utils.ops.cpu_malloc.tune_cpu_malloc() (affects both implementations)")
     parser.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
                         help="cpu = process CPU time (robust on a busy machine, exact for --threads 1); "
                              "auto = cpu for one thread, wall otherwise")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tune_malloc:
+        from torch_utils.ops.cpu_malloc import tune_cpu_malloc
+
+        print(f"tune_cpu_malloc: {tune_cpu_malloc()}")
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.threads == 1)
     clock = time.process_time if use_cpu else time.perf_counter
 

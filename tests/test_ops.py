@@ -556,3 +556,11 @@ def test_batch_of_one_stays_channels_last():
     for y in (conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False),
               conv2d_resample.conv2d_resample(x, w, f, padding=1), upfirdn2d.filter2d(x, f)):
         assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tune_cpu_malloc_is_harmless():
+    from torch_utils.ops.cpu_malloc import tune_cpu_malloc
+
+    assert tune_cpu_malloc() in (True, False)
+    x = torch.randn(4, 128, 64, 64)
+    assert torch.equal(x * 2, x + x)
