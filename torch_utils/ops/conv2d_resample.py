@@ -65,7 +65,8 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         y = torch.matmul(x.permute(0, 2, 3, 1), w2.t())  # (N, H, W, O), contiguous
         return y.permute(0, 3, 1, 2)
-    y = torch.matmul(w2, x.reshape(n, c, h * wd))  # (N, O, H*W)
+    # bmm with the weight broadcast over the batch; torch.matmul would transpose-copy x for (2-D @ 3-D).
+    y = torch.bmm(w2.unsqueeze(0).expand(n, -1, -1), x.reshape(n, c, h * wd))  # (N, O, H*W)
     return y.reshape(n, w.shape[0], h, wd)
 
 
