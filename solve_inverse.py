@@ -339,8 +339,11 @@ def solve_inverse(cfg: DictConfig) -> None:
     dist = init_distributed(cfg.device)
     device = dist.device
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    if dist.is_main:
-        check_run_dir(out_dir)
+    check_run_dir(out_dir)  # every rank looks before any rank writes
+    if dist.distributed:
+        import torch.distributed as tdist
+
+        tdist.barrier()
     seed_everything(int(cfg.seed))
     try:
         G, proxy = build_generator(to_plain(cfg.generator), device, resolve=resolve_path)
