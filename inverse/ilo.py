@@ -207,14 +207,6 @@ class Variables:
     def tensors(self) -> list[Tensor]:
         return [self.z, *self.noises, *([self.x] if self.x is not None else [])]
 
-    def snapshot(self) -> list[Tensor]:
-        return [t.detach().clone() for t in self.tensors()]
-
-    @torch.no_grad()
-    def restore_rows(self, saved: Sequence[Tensor], rows: Tensor) -> None:
-        """Put rows (bool mask (B,)) of every variable back to ``saved`` (a :meth:`snapshot`)."""
-        for t, s in zip(self.tensors(), saved):
-            t[rows] = s[rows]
 
 
 class ImageRng:
@@ -355,38 +347,47 @@ def project_l1_ball(delta: Tensor, radius: float) -> Tensor:
 
 @dataclass
 class Projections:
-    """What the projections of one round hold on to: round-start norms and the l1-ball centre."""
+    """What the projections of one round hold on to: round-start norms and the l1-ball centre.
 
-    latent_radii: Tensor | None
-    noise_radii: list[Tensor] | None
+    Only the round's trainable tensors are projected: the others do not move, so their projection is the identity.
+    """
+
+    spherical: list[tuple[Tensor, Tensor]]  # (tensor, its round-start row norms)
     x_center: Tensor | None
     x_radius: float | None
 
     @classmethod
     @torch.no_grad()
-    def start(cls, v: Variables, r: int, s: SolverSettings) -> Projections:
+    def start(cls, v: Variables, r: int, s: SolverSettings, params: Sequence[Tensor]) -> Projections:
+        ids = {id(t) for t in params}
+        spherical = []
+        if s.project_latent and id(v.z) in ids:
+            spherical.append((v.z, row_norms(v.z)))
+        if s.project_noises:
+            spherical += [(n, row_norms(n)) for n in v.noises if id(n) in ids]
         radius = s.radius[r]
-        use_ball = v.x is not None and radius is not None and radius > 0 and "g" in s.vars[r]
-        return cls(
-            latent_radii=row_norms(v.z) if s.project_latent else None,
-            noise_radii=[row_norms(n) for n in v.noises] if s.project_noises else None,
-            x_center=v.x.detach().clone() if use_ball else None,
-            x_radius=float(radius) if use_ball else None,
-        )
+        use_ball = v.x is not None and id(v.x) in ids and radius is not None and radius > 0
+        return cls(spherical, v.x.detach().clone() if use_ball else None, float(radius) if use_ball else None)
 
     @torch.no_grad()
     def apply(self, v: Variables) -> None:
-        if self.latent_radii is not None:
-            project_spherical(v.z, self.latent_radii)
-        if self.noise_radii is not None:
-            for n, radii in zip(v.noises, self.noise_radii):
-                project_spherical(n, radii)
+        for t, radii in self.spherical:
+            project_spherical(t, radii)
         if self.x_center is not None:
             v.x.copy_(self.x_center + project_l1_ball(v.x - self.x_center, self.x_radius))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Rounds.
+
+
+def adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where PyTorch offers it for these tensors (CPU and CUDA): per step it is the
+    largest cost of the loop outside the networks."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 def trainable(v: Variables, r: int, s: SolverSettings) -> list[Tensor]:
@@ -430,12 +431,12 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     """Optimise round r in place; rows that turn NaN/Inf are marked in ``failed`` (B,) and frozen."""
     for t in v.tensors():
         t.requires_grad_(False)
-    params = trainable(v, r, s)
+    params = trainable(v, r, s)  # also all that the prior step moves
     for t in params:
         t.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=s.lr[r]) if params else None
-    projections = Projections.start(v, r, s)
-    frozen = v.snapshot()  # where failed rows stay
+    optimizer = adam(params, s.lr[r]) if params else None
+    projections = Projections.start(v, r, s, params)
+    frozen = [t.detach().clone() for t in params]  # where failed rows stay
     losses: list[float] = []
     start = time.perf_counter()
     bar = tqdm(range(s.steps[r]), desc=f"round {r} (layer {v.layer})", disable=not progress, leave=False)
@@ -444,28 +445,28 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         loss = objective(problem, image, v, r, s)
         dz, dx = prior_deltas(v, r, s, priors)
 
-        failed |= ~torch.isfinite(loss)
-        alive = ~failed
+        failed |= ~torch.isfinite(loss.detach())
+        total = loss.masked_fill(failed, 0.0).sum()  # failed rows get no gradient (and no NaN in the sum)
         if optimizer is not None:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule)
             optimizer.zero_grad(set_to_none=True)
-            torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+            total.backward()
             optimizer.step()
         apply_prior_step(v, r, s, dz, dx, rng)
         projections.apply(v)
 
         with torch.no_grad():
-            for t in v.tensors():
-                failed |= ~torch.isfinite(t.flatten(1)).all(1)
+            if params:  # one pass per tensor: a row sum is non-finite iff the row holds a NaN/Inf
+                failed |= ~torch.isfinite(torch.stack([t.flatten(1).sum(1) for t in params]).sum(0))
             if bool(failed.any()):
-                v.restore_rows(frozen, failed)
-        total = float(loss.detach()[alive].sum()) if bool(alive.any()) else float("nan")
-        losses.append(total)
+                for t, saved in zip(params, frozen):
+                    t[failed] = saved[failed]
+        losses.append(float(total.detach()) if not bool(failed.all()) else float("nan"))
         if progress:
-            post = {"loss": f"{total:.4g}"}
+            post = {"loss": f"{losses[-1]:.4g}"}
             if problem.reference is not None:
-                post["psnr"] = f"{live_psnr(image.detach(), problem.reference, alive):.2f}"
+                post["psnr"] = f"{live_psnr(image.detach(), problem.reference, ~failed):.2f}"
             bar.set_postfix(post, refresh=False)
     bar.close()
     for t in v.tensors():

@@ -22,6 +22,7 @@ from inverse.ilo import (
     row_norms,
     run_round,
     solve,
+    trainable,
 )
 from inverse.losses import geocross
 from inverse.operators import build_operator
@@ -135,7 +136,7 @@ def test_projections_start_from_the_round_state(tiny):
     G, _ = tiny
     s = SolverSettings.build({"steps": [1], "project_latent": True})
     v = init_variables(G, 1, s, ImageRng(0, [0], 1, torch.device("cpu")))
-    proj = Projections.start(v, 0, s)
+    proj = Projections.start(v, 0, s, trainable(v, 0, s))
     v.z.mul_(3.0)
     proj.apply(v)
     assert torch.allclose(v.z, torch.ones_like(v.z))
