@@ -182,6 +182,8 @@ def load_priors(cfg: DictConfig, G: Any, s: SolverSettings, device: torch.device
             prior = load_prior(gen_configs[r], r, G, cfg, device)
             if prior is not None:
                 priors.layers[r] = prior
+    log.info("score priors: latent %s; layers %s", "yes" if priors.latent is not None else "none",
+             sorted(priors.layers) or "none")
     return priors
 
 
