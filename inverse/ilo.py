@@ -278,9 +278,12 @@ def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSe
     """Per-row loss (B,) of round r."""
     loss = s.mse[r] * problem.operator.loss(image, problem.y)
     if s.pe[r] > 0 and problem.perceptual is not None:
-        # LPIPS compares what the measurements show (as images), like the published solver.
+        # LPIPS compares what the measurements show (as images), like the published solver; the networks are RGB.
         op = problem.operator
-        loss = loss + s.pe[r] * problem.perceptual(op.measurement_image(op.A(image)), op.measurement_image(problem.y))
+        seen, target = op.measurement_image(op.A(image)), op.measurement_image(problem.y)
+        if seen.shape[1] == 1:
+            seen, target = seen.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
+        loss = loss + s.pe[r] * problem.perceptual(seen, target)
     if s.geocross > 0 and problem.geocross is not None and v.z.shape[1] - 2 * r > 1:
         loss = loss + s.geocross * problem.geocross(v.z[:, 2 * r:])
     return loss

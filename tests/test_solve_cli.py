@@ -131,7 +131,7 @@ def test_interrupt_keeps_finished_images(tmp_path):
 
 
 def test_torchrun_two_processes_match_one(tmp_path):
-    args = ["method=ilo", "task=compressed_sensing", "steps=[6,6]", "num_images=3", "batch_size=1"]
+    args = ["method=ilo", "task=compressed_sensing", "steps=[4,4]", "num_images=3", "batch_size=1"]
     single = tmp_path / "single"
     ok(run(*args, f"hydra.run.dir={single}"))
     double = tmp_path / "double"
