@@ -93,11 +93,11 @@ class InputImage:
 def list_inputs(cfg: DictConfig) -> list[InputImage]:
     """The images of the run, in a fixed order (sorted per folder), checked to exist."""
     source = cfg.input_source
-    limit = positive_int(cfg, "num_images", allow_none=(source == "folders"))
     if source == "generator":
-        return [InputImage(i, f"sample{i:04d}") for i in range(limit)]
+        return [InputImage(i, f"sample{i:04d}") for i in range(positive_int(cfg, "num_images"))]
     if source != "folders":
         raise UserError(f"input_source must be one of {INPUT_SOURCES}, got {source!r}")
+    limit = positive_int(cfg, "max_images", allow_none=True)
     folders = cfg.input_folders
     if isinstance(folders, str):
         folders = [folders]
