@@ -30,8 +30,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dataloaders import save_latents
-from inverse.ilo import LayerPriors, Problem, SettingsError, Solution, SolverSettings, solve
-from inverse.losses import PerceptualLoss, geocross
+from inverse.ilo import LayerPriors, Problem, SettingsError, Solution, SolverSettings, image_seed, solve
+from inverse.losses import PerceptualLoss
 from inverse.metrics import Metrics, image_metrics
 from inverse.operators import OPERATORS, Operator, build_operator
 from score.evaluation import find_trained_prior
@@ -198,7 +198,7 @@ def check_run_dir(out_dir: Path) -> None:
 
 def image_generator(seed: int, index: int, stream: int) -> torch.Generator:
     """A CPU generator per (run seed, image, purpose): results do not depend on batching or sharding."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + index * 7919 + stream) % 2**63)
+    return torch.Generator().manual_seed(image_seed(seed, index, stream))
 
 
 @torch.no_grad()
@@ -383,7 +383,7 @@ def solve_inverse(cfg: DictConfig) -> None:
             # Global RNG (the pc prior step's draws) seeded per batch, so reruns repeat exactly.
             seed_everything(int(cfg.seed) * 1_000_003 + batch[0].index)
             t0 = time.perf_counter()
-            sol = solve(Problem(G, proxy, op, y, perceptual=lpips_fn if uses_pe else None, geocross=geocross,
+            sol = solve(Problem(G, proxy, op, y, perceptual=lpips_fn if uses_pe else None,
                                 reference=ref),
                         settings, priors, image_ids=[it.index for it in batch], seed=int(cfg.seed),
                         progress=bool(cfg.progress) and dist.is_main)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inverse.losses import geocross
 from score.prior import ScorePrior
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
@@ -208,13 +209,17 @@ class Variables:
         return [self.z, *self.noises, *([self.x] if self.x is not None else [])]
 
 
+def image_seed(seed: int, image_id: int, stream: int = 0) -> int:
+    """Seed of one random stream of one image (0: the solver's draws; solve_inverse.py uses 1, 2 for references
+    and measurement noise). Large odd multipliers keep nearby ids and streams apart."""
+    return (int(seed) * 1_000_003 + int(image_id) * 7919 + int(stream)) % 2**63
+
 
 class ImageRng:
     """One seeded CPU generator per measurement; draws (B, ...) tensors with each image's K rows from its own."""
 
     def __init__(self, seed: int, image_ids: Sequence[int], chains: int, device: torch.device):
-        # Large odd multiplier: distinct, well-spread streams for nearby ids.
-        self.gens = [torch.Generator().manual_seed((int(seed) * 1_000_003 + int(i)) % 2**63) for i in image_ids]
+        self.gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in image_ids]
         self.chains = chains
         self.device = device
 
@@ -255,15 +260,15 @@ class LayerPriors:
 
 @dataclass
 class Problem:
-    """What is being solved: generator, proxy, operator, measurements y (B rows), optional perceptual loss and
-    GeoCross (callables returning (B,)), optional references (B, C, H, W) for live PSNR."""
+    """What is being solved: generator, proxy, operator, measurements y (B rows), an optional perceptual loss and
+    the GeoCross regulariser (callables returning (B,)), optional references (B, C, H, W) for live PSNR."""
 
     G: Generator
     proxy: MappingProxy
     operator: Operator
     y: Tensor
     perceptual: Callable[[Tensor, Tensor], Tensor] | None = None
-    geocross: Callable[[Tensor], Tensor] | None = None
+    geocross: Callable[[Tensor], Tensor] | None = geocross
     reference: Tensor | None = None
 
 
