@@ -380,8 +380,6 @@ def solve_inverse(cfg: DictConfig) -> None:
             if op.name == "inpainting" and getattr(op, "kind", None) == "black_pixels":
                 op.set_mask_from_image(ref)
             y = measure(op, ref, batch, cfg)
-            # Global RNG (the pc prior step's draws) seeded per batch, so reruns repeat exactly.
-            seed_everything(int(cfg.seed) * 1_000_003 + batch[0].index)
             t0 = time.perf_counter()
             sol = solve(Problem(G, proxy, op, y, perceptual=lpips_fn if uses_pe else None,
                                 reference=ref),

@@ -18,8 +18,8 @@ evaluation (``prior_step='score'``: Δ = score_eps · s_θ(v, t_hot)).
 Batch layout: ``N`` measurements × ``K`` chains = ``B`` rows, row ``i·K + k`` is chain k of measurement i. Every
 random draw (initial latent and noise maps, the Langevin noise ξ) comes from a per-measurement generator
 seeded with ``(seed, image id)``, so an image's result does not depend on which batch or process solved it
-(the ``pc`` sampler's internal draws and step sizes are the one exception: they use the global RNG and batch
-statistics, as published).
+(the ``pc`` sampler's internal draws and step sizes are the one exception: they come from the global RNG, seeded
+here from the batch's first image, and from batch statistics, as published).
 """
 
 from __future__ import annotations
@@ -537,14 +537,17 @@ def solve(problem: Problem, settings: SolverSettings, priors: LayerPriors | None
     failed = torch.zeros(n * k, dtype=torch.bool, device=device)
     rounds, logs, layer_states = [], [], {}
     start = time.perf_counter()
-    for r in range(s.rounds):
-        if r > 0:
-            advance_layer(batch, v, s)  # x of layer r = block r-1 on the state the previous round ended in
-        logs.append(run_round(batch, v, r, s, priors, rng, failed, progress))
-        if v.x is not None:
-            layer_states[v.layer] = v.x.detach().clone()
-        with torch.no_grad():
-            image = render(batch, v)
-            rounds.append(image.reshape(n, k, *image.shape[1:]))
+    # The 'pc' sampler draws from the global RNG: seed it from the batch, without disturbing the caller's stream.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(image_seed(seed, ids[0], stream=3))
+        for r in range(s.rounds):
+            if r > 0:
+                advance_layer(batch, v, s)  # x of layer r = block r-1 on the state the previous round ended in
+            logs.append(run_round(batch, v, r, s, priors, rng, failed, progress))
+            if v.x is not None:
+                layer_states[v.layer] = v.x.detach().clone()
+            with torch.no_grad():
+                image = render(batch, v)
+                rounds.append(image.reshape(n, k, *image.shape[1:]))
     return Solution(rounds=rounds, final=rounds[-1], failed=failed.reshape(n, k).any(1), variables=v,
                     layer_states=layer_states, logs=logs, seconds=time.perf_counter() - start)

@@ -199,6 +199,17 @@ def test_same_seed_same_result_and_batches_do_not_matter(tiny):
     assert torch.allclose(alone.final[0], a.final[1], atol=1e-5)
 
 
+def test_published_pc_prior_step_repeats_with_the_seed(tiny):
+    G, proxy = tiny
+    ref = references(G, proxy, 2)
+    p = problem(G, proxy, {"operator_type": "inpainting"}, ref)
+    s = sgilo_settings(latent_temperature=0.1, gen_temperature=[0.0, 0.1], latent_noise_temp=0.025,
+                       gen_noise_temp=0.025, prior_step="pc")
+    priors = LayerPriors(latent=random_prior(0, (G.w_dim, G.num_ws, 1)), layers={1: random_prior(1, (32, 4, 4))})
+    a, b = (solve(p, s, priors, seed=11, progress=False) for _ in range(2))
+    assert torch.equal(a.final, b.final) and torch.isfinite(a.final).all()
+
+
 def test_a_nan_measurement_fails_one_image_and_the_others_finish(tiny):
     G, proxy = tiny
     ref = references(G, proxy, 2)
