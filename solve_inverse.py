@@ -15,7 +15,6 @@ or Ctrl-C keeps what was finished), ``images/<name>/{reference,measurement,naive
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -313,8 +312,8 @@ def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def merge_ranks(dist: DistInfo, records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """All ranks' records on rank 0 (ordered by image id), None elsewhere."""
+def merge_ranks(dist: DistInfo, records: list[dict[str, Any]], items: list[InputImage]) -> list[dict[str, Any]] | None:
+    """All ranks' records on rank 0, in input order; None on the other ranks."""
     if not dist.distributed:
         return records
     import torch.distributed as tdist
@@ -323,23 +322,46 @@ def merge_ranks(dist: DistInfo, records: list[dict[str, Any]]) -> list[dict[str,
     tdist.gather_object(records, gathered, dst=0)
     if not dist.is_main:
         return None
-    return sorted((r for part in gathered for r in part), key=lambda r: r["_index"])
+    order = {it.name: it.index for it in items}
+    return sorted((r for part in gathered for r in part), key=lambda r: order[r["name"]])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The run.
 
 
-def solve_inverse(cfg: DictConfig) -> None:
+@dataclass
+class Run:
+    """Everything a run needs, built (and so checked) before any image is solved."""
+
+    cfg: DictConfig
+    settings: SolverSettings
+    dist: DistInfo
+    out_dir: Path
+    G: Any
+    proxy: Any
+    op: Operator
+    priors: LayerPriors
+    items: list[InputImage]
+    references: torch.Tensor
+    perceptual: Any  # LPIPS for the pe term (None when pe is 0 or LPIPS is unavailable)
+    lpips_fn: Any  # LPIPS for the metric (None when unavailable)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / ("metrics.json" if not self.dist.distributed else f"metrics_rank{self.dist.rank}.json")
+
+
+def prepare(cfg: DictConfig) -> Run:
+    """Check the configuration and build the generator, operator, priors and inputs; raises UserError."""
     set_threads(cfg.num_threads)
     settings = solver_settings(cfg)
-    batch_size = positive_int(cfg, "batch_size")
+    positive_int(cfg, "batch_size")
     items = list_inputs(cfg)
     if cfg.operators.get("operator_type") not in OPERATORS:
         raise UserError(f"unknown operators.operator_type {cfg.operators.get('operator_type')!r}; valid types are: "
                         f"{', '.join(sorted(OPERATORS))}")
     dist = init_distributed(cfg.device)
-    device = dist.device
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     check_run_dir(out_dir)  # every rank looks before any rank writes
     if dist.distributed:
@@ -348,71 +370,72 @@ def solve_inverse(cfg: DictConfig) -> None:
         tdist.barrier()
     seed_everything(int(cfg.seed))
     try:
-        G, proxy = build_generator(to_plain(cfg.generator), device, resolve=resolve_path)
-    except GeneratorConfigError as exc:
-        raise UserError(str(exc)) from None
-    try:
+        G, proxy = build_generator(to_plain(cfg.generator), dist.device, resolve=resolve_path)
         settings.check(G.synthesis.num_blocks)
-    except SettingsError as exc:
+    except (GeneratorConfigError, SettingsError) as exc:
         raise UserError(str(exc)) from None
-    op = build_operator(cfg.operators, G.img_resolution, G.img_channels, device=device, seed=int(cfg.seed))
-    priors = load_priors(cfg, G, settings, device)
-    references = load_references(items, cfg, G, device)  # reads every file now: a bad one stops the run here
+    op = build_operator(cfg.operators, G.img_resolution, G.img_channels, device=dist.device, seed=int(cfg.seed))
+    priors = load_priors(cfg, G, settings, dist.device)
+    references = load_references(items, cfg, G, dist.device)  # reads every file now: a bad one stops the run here
+    lpips = PerceptualLoss.load(cfg.lpips.net, cfg.lpips.resolution, cfg.lpips.backbone_path, cfg.lpips.head_path,
+                                dist.device)
+    lpips_fn = lpips if lpips.available else None
     uses_pe = any(w > 0 for w in settings.pe)
-    perceptual = PerceptualLoss.load(cfg.lpips.net, cfg.lpips.resolution, cfg.lpips.backbone_path,
-                                     cfg.lpips.head_path, device)
-    lpips_fn = perceptual if perceptual.available else None
     if uses_pe and lpips_fn is None:
         log.warning("LPIPS is unavailable: the perceptual term (pe) is dropped and lpips is reported as null")
+    return Run(cfg, settings, dist, out_dir, G, proxy, op, priors, items, references,
+               lpips_fn if uses_pe else None, lpips_fn)
 
-    mine = list(range(dist.rank, len(items), dist.world_size))
-    metrics_path = out_dir / ("metrics.json" if not dist.distributed else f"metrics_rank{dist.rank}.json")
+
+def solve_batch(run: Run, batch: list[InputImage]) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Measure, solve and save one batch; its metric records and its rows of the run-level grid."""
+    ref = run.references[[it.index for it in batch]]
+    op = run.op
+    if op.name == "inpainting" and getattr(op, "kind", None) == "black_pixels":
+        op.set_mask_from_image(ref)  # masks come from these photos
+    y = measure(op, ref, batch, run.cfg)
+    start = time.perf_counter()
+    sol = solve(Problem(run.G, run.proxy, op, y, perceptual=run.perceptual, reference=ref), run.settings,
+                run.priors, image_ids=[it.index for it in batch], seed=int(run.cfg.seed),
+                progress=bool(run.cfg.progress) and run.dist.is_main)
+    seconds = time.perf_counter() - start
+    grid_rows = save_outputs(run.out_dir, batch, ref, y, op, sol, run.cfg)
+    return batch_metrics(batch, ref, y, op, sol, run.lpips_fn, seconds), grid_rows
+
+
+def solve_inverse(cfg: DictConfig) -> None:
+    run = prepare(cfg)
+    dist, cfg = run.dist, run.cfg
+    mine = run.items[dist.rank :: dist.world_size]  # this rank's shard
+    batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
     log.info("%s on %s with %s: %d image(s) on rank %d/%d, %d round(s), %d chain(s)", cfg.method.name,
-             cfg.task.name, cfg.generator.name, len(mine), dist.rank, dist.world_size, settings.rounds,
-             settings.chains)
+             cfg.task.name, cfg.generator.name, len(mine), dist.rank, dist.world_size, run.settings.rounds,
+             run.settings.chains)
     records: list[dict[str, Any]] = []
     grid_rows = []
     try:
-        for start in range(0, len(mine), batch_size):
-            idx = mine[start : start + batch_size]
-            batch = [items[i] for i in idx]
-            ref = references[idx]
-            if op.name == "inpainting" and getattr(op, "kind", None) == "black_pixels":
-                op.set_mask_from_image(ref)
-            y = measure(op, ref, batch, cfg)
-            t0 = time.perf_counter()
-            sol = solve(Problem(G, proxy, op, y, perceptual=lpips_fn if uses_pe else None,
-                                reference=ref),
-                        settings, priors, image_ids=[it.index for it in batch], seed=int(cfg.seed),
-                        progress=bool(cfg.progress) and dist.is_main)
-            seconds = time.perf_counter() - t0
-            grid_rows.append(save_outputs(out_dir, batch, ref, y, op, sol, cfg))
-            for rec, it in zip(batch_metrics(batch, ref, y, op, sol, lpips_fn, seconds), batch):
-                records.append({**rec, "_index": it.index})
-            write_metrics(metrics_path, [strip(r) for r in records])
-            log.info("batch %d/%d done in %.1fs: psnr %s", start // batch_size + 1,
-                     math.ceil(len(mine) / batch_size), seconds,
-                     ", ".join("failed" if r["psnr"] is None else f"{r['psnr']:.2f}" for r in records[-len(batch):]))
+        for b, batch in enumerate(batches):
+            batch_records, rows = solve_batch(run, batch)
+            records += batch_records
+            grid_rows.append(rows)
+            write_metrics(run.metrics_path, records)  # after every batch: a crash keeps what is done
+            log.info("batch %d/%d: psnr %s", b + 1, len(batches),
+                     ", ".join("failed" if r["psnr"] is None else f"{r['psnr']:.2f}" for r in batch_records))
     except KeyboardInterrupt:
-        log.warning("interrupted: %d finished image(s) kept in %s", len(records), metrics_path)
+        log.warning("interrupted: %d finished image(s) kept in %s", len(records), run.metrics_path)
         raise
 
     if grid_rows:  # reference | measurement | naive | rounds | final (| std)
-        panels = 3 + settings.rounds + 1 + (settings.chains > 1)
-        save_grid(torch.cat(grid_rows), out_dir / ("grid.png" if not dist.distributed else f"grid_rank{dist.rank}.png"),
-                  nrow=panels)
-    merged = merge_ranks(dist, records)
+        panels = 3 + run.settings.rounds + 1 + (run.settings.chains > 1)
+        name = "grid.png" if not dist.distributed else f"grid_rank{dist.rank}.png"
+        save_grid(torch.cat(grid_rows), run.out_dir / name, nrow=panels)
+    merged = merge_ranks(dist, records, run.items)
     if merged is not None:
         if dist.distributed:
-            write_metrics(out_dir / "metrics.json", [strip(r) for r in merged])
-        table = Metrics([strip(r) for r in merged]).table()
-        print(f"{cfg.method.name} / {cfg.task.name} / {cfg.generator.name}: {table}\nresults in {out_dir}",
-              flush=True)
+            write_metrics(run.out_dir / "metrics.json", merged)
+        print(f"{cfg.method.name} / {cfg.task.name} / {cfg.generator.name}: {Metrics(merged).table()}\n"
+              f"results in {run.out_dir}", flush=True)
     close_distributed()
-
-
-def strip(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
 register_resolvers()
