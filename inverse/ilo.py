@@ -28,13 +28,14 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from inverse.losses import geocross
+from inverse.operators import Operator
 from score.prior import ScorePrior
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
@@ -50,16 +51,6 @@ NOISE_INITS = ("random", "const")
 
 class SettingsError(ValueError):
     """Solver settings that cannot work (the message is one line, meant for the user)."""
-
-
-class Operator(Protocol):
-    """What the solver needs of a forward operator (``inverse.operators``)."""
-
-    def A(self, x: Tensor) -> Tensor: ...  # images (B, C, H, W) -> measurements
-
-    def loss(self, x_hat: Tensor, y: Tensor) -> Tensor: ...  # (B, C, H, W), measurements -> (B,)
-
-    def measurement_image(self, y: Tensor) -> Tensor: ...  # measurements -> (B, C, H, W) image
 
 
 # ---------------------------------------------------------------------------------------------------------------------
