@@ -438,6 +438,25 @@ def solve_inverse(cfg: DictConfig) -> None:
     close_distributed()
 
 
+def check_overrides(args: list[str]) -> None:
+    """Compose the config once with the command-line overrides, so that a typo (an unknown key, a missing group
+    option such as ``task=blur``, bad override syntax) is one ``error:`` line and exit status 2 rather than Hydra's
+    report. Runs with Hydra flags (``-m``, ``--cfg``, ...) are left to Hydra."""
+    if any(a.startswith("-") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            compose("solve_inverse", overrides=args)
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = " ".join(str(exc).split()).split(" Config search path")[0].split(" See https://")[0]
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 register_resolvers()
 
 
@@ -451,4 +470,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()

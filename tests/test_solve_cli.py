@@ -87,6 +87,8 @@ def errors(tmp_path_factory):
         "image": (["input_source=folders", f"input_folders=[{write_bad_image(tmp / 'bad')}]"], "not a readable image"),
         "source": (["input_source=camera"], "input_source must be one of"),
         "overwrite": ([f"hydra.run.dir={taken}"], "already holds results"),
+        "task": (["task=deblurring"], "Could not find 'task/deblurring'"),
+        "key": (["stepz=[3]"], "Could not override 'stepz'"),
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run, *args, *([] if name == "overwrite" else [f"hydra.run.dir={tmp / name}"]))
@@ -95,7 +97,7 @@ def errors(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["short_list", "factor", "folder", "operator", "device", "rounds", "generator",
-                                  "image", "source", "overwrite"])
+                                  "image", "source", "overwrite", "task", "key"])
 def test_bad_input_is_one_line_and_exit_2(errors, case):
     proc, fragment, run_dir = errors[case]
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
