@@ -57,6 +57,7 @@ from utils import (
 
 log = logging.getLogger("solve_inverse")
 INPUT_SOURCES = ("folders", "generator")
+LPIPS_NETS = ("vgg", "alex", "squeeze")
 GRID_SIDE = 128  # panel side in the run-level grid.png (keeps it small for 1024 px generators)
 
 
@@ -352,10 +353,27 @@ class Run:
         return self.out_dir / ("metrics.json" if not self.dist.distributed else f"metrics_rank{self.dist.rank}.json")
 
 
+def check_scalars(cfg: DictConfig, settings: SolverSettings) -> None:
+    """Types of the plain keys (the solver and operator settings are checked where they are used)."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise UserError(f"seed must be an integer, got {cfg.seed!r}")
+    flags = {"save_images": cfg.save_images, "save_latent": cfg.save_latent, "progress": cfg.progress,
+             **{k: getattr(settings, k) for k in ("project_latent", "project_noises", "carry_skip")}}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}")
+    if cfg.lpips.net not in LPIPS_NETS:
+        raise UserError(f"lpips.net must be one of {LPIPS_NETS}, got {cfg.lpips.net!r}")
+    size = cfg.lpips.resolution
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+        raise UserError(f"lpips.resolution must be an integer >= 16 or null, got {size!r}")
+
+
 def prepare(cfg: DictConfig) -> Run:
     """Check the configuration and build the generator, operator, priors and inputs; raises UserError."""
     set_threads(cfg.num_threads)
     settings = solver_settings(cfg)
+    check_scalars(cfg, settings)
     positive_int(cfg, "batch_size")
     items = list_inputs(cfg)
     if cfg.operators.get("operator_type") not in OPERATORS:
@@ -377,8 +395,11 @@ def prepare(cfg: DictConfig) -> Run:
     op = build_operator(cfg.operators, G.img_resolution, G.img_channels, device=dist.device, seed=int(cfg.seed))
     priors = load_priors(cfg, G, settings, dist.device)
     references = load_references(items, cfg, G, dist.device)  # reads every file now: a bad one stops the run here
-    lpips = PerceptualLoss.load(cfg.lpips.net, cfg.lpips.resolution, cfg.lpips.backbone_path, cfg.lpips.head_path,
-                                dist.device)
+    try:
+        lpips = PerceptualLoss.load(cfg.lpips.net, cfg.lpips.resolution, cfg.lpips.backbone_path,
+                                    cfg.lpips.head_path, dist.device)
+    except (ValueError, FileNotFoundError) as exc:  # a configured weights path that is missing or wrong
+        raise UserError(f"lpips: {exc}") from None
     lpips_fn = lpips if lpips.available else None
     uses_pe = any(w > 0 for w in settings.pe)
     if uses_pe and lpips_fn is None:
