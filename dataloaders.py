@@ -100,7 +100,7 @@ class GeneratorLayerLatents(torch.utils.data.IterableDataset):
         super().__init__()
         if layer == 0 and proxy is None:
             raise ValueError("layer 0 latents need the mapping proxy (gaussian_fit.pt)")
-        G.synthesis._check_layer(layer)
+        G.synthesis.check_layer(layer)
         if layer == G.synthesis.num_blocks:
             raise ValueError(f"layer {layer} is the finished image; choose a layer in [0, {layer - 1}]")
         self.G = G

@@ -406,7 +406,7 @@ def advance_layer(problem: Problem, v: Variables, s: SolverSettings) -> None:
     """Layer r -> r+1: run block r on the current state; the result becomes the next round's features."""
     syn = problem.G.synthesis
     ws = problem.proxy(v.z)
-    x, img = syn._run_blocks(ws, v.layer, v.layer + 1, v.x, v.img, v.noises, noise_mode="const")
+    x, img = syn.run_blocks(ws, v.layer, v.layer + 1, v.x, v.img, v.noises, noise_mode="const")
     v.x = x.detach().clone()
     v.img = img.detach().clone() if s.carry_skip else None
     v.layer += 1

@@ -111,8 +111,8 @@ class Operator(torch.nn.Module):
         return y.clamp(-1.0, 1.0)
 
     # -- noise and data fit --------------------------------------------------------------------------------------
-    def _restrict(self, noise: Tensor) -> Tensor:
-        """Keep measurement noise on the entries that exist (only inpainting has entries that do not)."""
+    def restrict_to_observed(self, noise: Tensor) -> Tensor:
+        """Zero the noise (shaped like ``A(x)``) on entries that are not observed; only inpainting has such entries."""
         return noise
 
     def measure(self, x: Tensor, noise_std: float | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -137,7 +137,7 @@ class Operator(torch.nn.Module):
                 return y
             device = generator.device if generator is not None else y.device
             xi = torch.randn(y.shape, generator=generator, device=device, dtype=y.dtype).to(y.device)
-            return y + sigma * self._restrict(xi)
+            return y + sigma * self.restrict_to_observed(xi)
 
     def _observed_count(self, y: Tensor) -> Tensor:
         """Number of observed entries per sample, shape (N,)."""
@@ -410,7 +410,7 @@ class Inpainting(Operator):
     def A_adjoint(self, y: Tensor) -> Tensor:
         return y * self._mask_for(y)
 
-    def _restrict(self, noise: Tensor) -> Tensor:
+    def restrict_to_observed(self, noise: Tensor) -> Tensor:
         return noise * self._mask_for(noise)
 
     def _observed_count(self, y: Tensor) -> Tensor:

@@ -111,7 +111,7 @@ def layer_sample_shape(G: Generator, layer: int) -> tuple[int, int, int]:
     """Per-sample shape of the score-prior variable at ``layer``: (w_dim, num_ws, 1) for 0, else (C, H, W)."""
     if layer == 0:
         return (G.w_dim, G.num_ws, 1)
-    G.synthesis._check_layer(layer, allow_zero=False)
+    G.synthesis.check_layer(layer, allow_zero=False)
     if layer == G.synthesis.num_blocks:
         raise ValueError(f"layer {layer} is the finished image; priors live on layers 0..{layer - 1}")
     return tuple(G.synthesis.layer_shape(layer)[0])

@@ -250,12 +250,13 @@ class SynthesisNetwork(torch.nn.Module):
 
     def layer_shape(self, layer: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """Per-sample shapes ((C, H, W) of x, (img_channels, H, W) of img) at layer 1..num_blocks."""
-        self._check_layer(layer, allow_zero=False)
+        self.check_layer(layer, allow_zero=False)
         block = self.blocks[layer - 1]
         return (block.out_channels, block.resolution, block.resolution), (
             self.img_channels, block.resolution, block.resolution)
 
-    def _check_layer(self, layer: int, allow_zero: bool = True) -> None:
+    def check_layer(self, layer: int, allow_zero: bool = True) -> None:
+        """Raise ValueError unless ``layer`` is an integer in [0 (or 1), num_blocks]."""
         low = 0 if allow_zero else 1
         if not (isinstance(layer, (int, np.integer)) and low <= layer <= self.num_blocks):
             raise ValueError(f"layer must be an integer in [{low}, {self.num_blocks}], got {layer!r}")
@@ -285,8 +286,13 @@ class SynthesisNetwork(torch.nn.Module):
             idx += count
         return out
 
-    def _run_blocks(self, ws: Tensor, start: int, stop: int, x: Tensor | None, img: Tensor | None,
-                    noises: NoiseMaps, **block_kwargs: Any) -> tuple[Tensor | None, Tensor | None]:
+    def run_blocks(self, ws: Tensor, start: int, stop: int, x: Tensor | None, img: Tensor | None,
+                   noises: NoiseMaps = None, **block_kwargs: Any) -> tuple[Tensor | None, Tensor | None]:
+        """Run blocks ``start..stop-1`` from the layer-``start`` state ``(x, img)``; returns the layer-``stop`` state.
+
+        ``ws`` is the full (N, num_ws, w_dim) latent and ``noises`` the full list of maps (or None): each block
+        takes its own slice of both. ``forward_to`` / ``forward_from`` are the two ends of this.
+        """
         block_ws = self._block_ws(ws)
         block_noises = self._block_noises(noises)
         for idx in range(start, stop):
@@ -301,7 +307,7 @@ class SynthesisNetwork(torch.nn.Module):
         block_kwargs: noise_mode ('random' default | 'const' | 'none'), force_fp32, fused_modconv.
         noises: optional list of ``num_noises`` explicit maps (entries may be None = use noise_mode).
         """
-        _, img = self._run_blocks(ws, 0, self.num_blocks, None, None, noises, **block_kwargs)
+        _, img = self.run_blocks(ws, 0, self.num_blocks, None, None, noises, **block_kwargs)
         return img
 
     def forward_to(self, ws: Tensor, layer: int, noises: NoiseMaps = None,
@@ -310,8 +316,8 @@ class SynthesisNetwork(torch.nn.Module):
 
         x: (N, C_layer, 2^(layer+1), 2^(layer+1)); img: (N, img_channels, same). Layer 0 returns (None, None).
         """
-        self._check_layer(layer)
-        return self._run_blocks(ws, 0, layer, None, None, noises, **block_kwargs)
+        self.check_layer(layer)
+        return self.run_blocks(ws, 0, layer, None, None, noises, **block_kwargs)
 
     def forward_from(self, ws: Tensor, layer: int, x: Tensor | None, img: Tensor | None = None,
                      noises: NoiseMaps = None, **block_kwargs: Any) -> Tensor:
@@ -320,14 +326,14 @@ class SynthesisNetwork(torch.nn.Module):
         ``img=None`` starts the skip branch at zero (earlier to-RGB contributions dropped).
         ``forward_from(ws, k, *forward_to(ws, k)) == forward(ws)`` for every k (same noise).
         """
-        self._check_layer(layer)
+        self.check_layer(layer)
         if layer > 0 and x is None:
             raise ValueError(f"forward_from(layer={layer}) needs the layer features x")
         if layer == self.num_blocks:
             if img is None:
                 raise ValueError("forward_from at the last layer needs img (the finished image)")
             return img
-        _, img = self._run_blocks(ws, layer, self.num_blocks, x, img, noises, **block_kwargs)
+        _, img = self.run_blocks(ws, layer, self.num_blocks, x, img, noises, **block_kwargs)
         return img
 
     def extra_repr(self) -> str:
