@@ -261,6 +261,7 @@ class Problem:
     perceptual: Callable[[Tensor, Tensor], Tensor] | None = None
     geocross: Callable[[Tensor], Tensor] | None = geocross
     reference: Tensor | None = None
+    perceptual_target: Tensor | None = None  # RGB view of y for LPIPS; built once per solve (see solve)
 
 
 def render(problem: Problem, v: Variables) -> Tensor:
@@ -272,14 +273,14 @@ def render(problem: Problem, v: Variables) -> Tensor:
 
 def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSettings) -> Tensor:
     """Per-row loss (B,) of round r."""
-    loss = s.mse[r] * problem.operator.loss(image, problem.y)
+    op = problem.operator
+    ax = op.A(image)  # applied once, shared by the data term and the perceptual term
+    loss = s.mse[r] * op.measurement_loss(ax, problem.y)
     if s.pe[r] > 0 and problem.perceptual is not None:
-        # LPIPS compares what the measurements show (as images), like the published solver; the networks are RGB.
-        op = problem.operator
-        seen, target = op.measurement_image(op.A(image)), op.measurement_image(problem.y)
-        if seen.shape[1] == 1:
-            seen, target = seen.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
-        loss = loss + s.pe[r] * problem.perceptual(seen, target)
+        # LPIPS compares what the measurements show (as images), like the published solver. The target is one
+        # tensor for the whole solve, so the perceptual loss can keep its features instead of recomputing them.
+        target = problem.perceptual_target if problem.perceptual_target is not None else op.rgb_view(problem.y)
+        loss = loss + s.pe[r] * problem.perceptual(op.rgb_view(ax), target)
     if s.geocross > 0 and problem.geocross is not None and v.z.shape[1] - 2 * r > 1:
         loss = loss + s.geocross * problem.geocross(v.z[:, 2 * r:])
     return loss
@@ -523,6 +524,8 @@ def solve(problem: Problem, settings: SolverSettings, priors: LayerPriors | None
     # Chains: each measurement (and reference) repeated K times, row i·K + k.
     batch = replace(problem, y=problem.y.repeat_interleave(k, 0),
                     reference=None if problem.reference is None else problem.reference.repeat_interleave(k, 0))
+    if batch.perceptual is not None:
+        batch.perceptual_target = batch.operator.rgb_view(batch.y)
 
     v = init_variables(G, n, s, rng)
     failed = torch.zeros(n * k, dtype=torch.bool, device=device)

@@ -145,8 +145,18 @@ class Operator(torch.nn.Module):
 
     def loss(self, x_hat: Tensor, y: Tensor) -> Tensor:
         """Per-sample mean squared error ``‖A(x_hat) − y‖² / #observed``, shape (N,); differentiable in x_hat."""
-        diff = (self.A(x_hat) - y).flatten(1)
+        return self.measurement_loss(self.A(x_hat), y)
+
+    def measurement_loss(self, ax: Tensor, y: Tensor) -> Tensor:
+        """:meth:`loss` for measurements ``ax = A(x_hat)`` already computed (a solver that needs ``A(x_hat)``
+        for other terms too applies the operator once)."""
+        diff = (ax - y).flatten(1)
         return diff.square().sum(1) / self._observed_count(y)
+
+    def rgb_view(self, y: Tensor) -> Tensor:
+        """:meth:`measurement_image` with 3 channels (grayscale repeated): what RGB networks such as LPIPS see."""
+        image = self.measurement_image(y)
+        return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
 
     def _check_image(self, x: Tensor) -> None:
         expected = (self.channels, self.resolution, self.resolution)

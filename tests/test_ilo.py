@@ -3,6 +3,7 @@ zero temperatures is ILO without the ball, runs repeat exactly, a NaN image fail
 T·Δ + noise, the learning-rate ramp and the settings checks."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -258,3 +259,21 @@ def test_published_lists_longer_than_the_rounds_are_accepted():
     s = SolverSettings.build({"steps": [300, 300, 300], "vars": ["nlg", "nlg", "nlg", "lg"],
                               "gen_temperature": [0.0, 0.1, 0.1, 0.1], "lr": 0.05})
     assert s.rounds == 3 and s.vars == ["nlg"] * 3 and s.lr == [0.05] * 3 and s.gen_temperature == [0.0, 0.1, 0.1]
+
+
+def test_perceptual_term_sees_rgb_views_and_one_fixed_target(tiny):
+    G, proxy = tiny
+    ref = references(G, proxy, 2)
+    p = problem(G, proxy, {"operator_type": "colorizer"}, ref)
+    seen_targets, seen_inputs = [], []
+
+    def perceptual(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen_inputs.append(x.shape)
+        seen_targets.append(target)
+        return (x - target).square().flatten(1).mean(1)
+
+    solve(replace(p, perceptual=perceptual), sgilo_settings(pe=0.5, steps=[3, 2]), None, seed=0, progress=False)
+    assert len(seen_targets) == 5
+    assert all(t is seen_targets[0] for t in seen_targets)  # built once, so LPIPS can cache its features
+    assert all(s[1] == 3 for s in seen_inputs)  # grayscale measurements shown to the network as RGB
+    torch.testing.assert_close(seen_targets[0], p.operator.rgb_view(p.y))
