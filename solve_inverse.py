@@ -254,8 +254,9 @@ def save_outputs(out_dir: Path, items: list[InputImage], ref: torch.Tensor, y: t
     measurement = op.measurement_image(y)
     naive = op.naive(y)
     panels = [ref, measurement, naive, *[r[:, 0] for r in sol.rounds], sol.final[:, 0]]
-    if k > 1:
-        panels.append(std_image(sol.std))
+    std = std_image(sol.std) if k > 1 else None
+    if std is not None:
+        panels.append(std)
     rows = []
     for i, it in enumerate(items):
         d = out_dir / "images" / it.name
@@ -268,7 +269,7 @@ def save_outputs(out_dir: Path, items: list[InputImage], ref: torch.Tensor, y: t
             save_image(sol.final[i, 0], d / "final.png")
             if k > 1:
                 save_image(sol.mean[i], d / "mean.png")
-                save_image(std_image(sol.std)[i], d / "std.png")
+                save_image(std[i], d / "std.png")
         row = torch.cat([as_panel(p[i : i + 1], side) for p in panels])
         if cfg.save_images:
             save_grid(row, d / "grid.png", nrow=row.shape[0])
@@ -292,8 +293,8 @@ def batch_metrics(items: list[InputImage], ref: torch.Tensor, y: torch.Tensor, o
                   lpips_fn: Any, seconds: float) -> list[dict[str, Any]]:
     """One record per image: metrics of the posterior mean, per round, naive baseline; None for failed images."""
     layers = [log_.layer for log_ in sol.logs]
-    final = image_metrics(sol.mean, ref, op, y, lpips_fn)
     per_round = [image_metrics(r.mean(1), ref, op, y, lpips_fn) for r in sol.rounds]
+    final = per_round[-1]  # the solution is the last round's images (sol.mean == sol.rounds[-1].mean(1))
     naive = image_metrics(op.naive(y), ref, None, None, None)
     records = []
     for i, it in enumerate(items):
