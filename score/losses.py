@@ -22,6 +22,40 @@ from .sde import SDE, batch_broadcast
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
+def dsm_loss(
+    model: nn.Module,
+    sde: SDE,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    z: torch.Tensor,
+    *,
+    train: bool = True,
+    reduce_mean: bool = True,
+    likelihood_weighting: bool = False,
+) -> torch.Tensor:
+    """Denoising score matching of ``model`` on clean data x0 (N, *D) at GIVEN times t (N,) and unit
+    perturbations z (N, *D); returns a scalar. Callers that own their randomness (the trainer's data streams)
+    use this directly; :func:`sde_loss` draws t and z itself.
+
+    Args:
+        reduce_mean: average the squared error over the data dimensions; otherwise take half its sum
+            (score_sde_pytorch's convention).
+        likelihood_weighting: weight by g(t)² instead of std_t².
+    """
+    mean, std = sde.marginal_prob(x0, t)
+    std_b = batch_broadcast(std, x0)
+    score = get_score_fn(sde, model, train=train)(mean + std_b * z, t)
+    if likelihood_weighting:
+        residual = score + z / std_b
+    else:
+        residual = score * std_b + z
+    per_sample = residual.square().reshape(x0.shape[0], -1)
+    per_sample = per_sample.mean(dim=-1) if reduce_mean else 0.5 * per_sample.sum(dim=-1)
+    if likelihood_weighting:
+        per_sample = per_sample * sde.sde(torch.zeros_like(x0), t)[1] ** 2
+    return per_sample.mean()
+
+
 def sde_loss(
     model: nn.Module,
     batch: torch.Tensor,
@@ -32,32 +66,14 @@ def sde_loss(
     likelihood_weighting: bool = False,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """Denoising score-matching loss of ``model`` on a clean batch (N, *D); returns a scalar.
+    """:func:`dsm_loss` with t ~ U(eps, T) and z ~ N(0, I) drawn from the global RNG; returns a scalar.
 
-    Args:
-        reduce_mean: average the squared error over the data dimensions; otherwise take half its sum
-            (score_sde_pytorch's convention).
-        likelihood_weighting: weight by g(t)² instead of std_t².
-        eps: smallest time sampled; the score is unbounded as t -> 0.
+    eps: smallest time sampled (the score is unbounded as t -> 0).
     """
-    score_fn = get_score_fn(sde, model, train=train)
-    n = batch.shape[0]
-    t = torch.rand(n, device=batch.device, dtype=batch.dtype) * (sde.T - eps) + eps
+    t = torch.rand(batch.shape[0], device=batch.device, dtype=batch.dtype) * (sde.T - eps) + eps
     z = torch.randn_like(batch)
-    mean, std = sde.marginal_prob(batch, t)
-    perturbed = mean + batch_broadcast(std, batch) * z
-    score = score_fn(perturbed, t)
-
-    if likelihood_weighting:
-        g2 = sde.sde(torch.zeros_like(batch), t)[1] ** 2
-        residual = score + z / batch_broadcast(std, batch)
-    else:
-        residual = score * batch_broadcast(std, batch) + z
-    per_sample = residual.square().reshape(n, -1)
-    per_sample = per_sample.mean(dim=-1) if reduce_mean else 0.5 * per_sample.sum(dim=-1)
-    if likelihood_weighting:
-        per_sample = per_sample * g2
-    return per_sample.mean()
+    return dsm_loss(model, sde, batch, t, z, train=train, reduce_mean=reduce_mean,
+                    likelihood_weighting=likelihood_weighting)
 
 
 def get_sde_loss_fn(

@@ -26,10 +26,9 @@ from dataloaders import MinMaxNormalizer, latent_to_layout
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
 
-from .losses import ExponentialMovingAverage, optimize_step
-from .models import get_score_fn
+from .losses import ExponentialMovingAverage, dsm_loss, optimize_step
 from .prior import SamplingSettings, ScorePrior
-from .sde import SDE, batch_broadcast
+from .sde import SDE
 
 # Purposes of derived seeds: one generator per (seed, purpose, index) so streams never share numbers.
 _SEED_STREAM, _SEED_NORMALIZER = 1, 2
@@ -124,35 +123,6 @@ def fit_normalizer(stream: LatentStream, num_samples: int, batch_size: int = 256
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Loss.
-
-
-def dsm_loss(
-    model: nn.Module,
-    sde: SDE,
-    x0: Tensor,
-    t: Tensor,
-    z: Tensor,
-    *,
-    likelihood_weighting: bool = False,
-    reduce_mean: bool = True,
-) -> Tensor:
-    """Denoising score matching with GIVEN times t (N,) and perturbations z (N, *D) of clean data x0 (N, *D).
-
-    The same objective as ``score.losses.sde_loss`` (which draws t and z from the global RNG); here the
-    caller draws them, so that each data stream owns its randomness.
-    """
-    mean, std = sde.marginal_prob(x0, t)
-    std_b = batch_broadcast(std, x0)
-    score = get_score_fn(sde, model, train=True)(mean + std_b * z, t)
-    if likelihood_weighting:
-        residual = score + z / std_b
-    else:
-        residual = score * std_b + z
-    per_sample = residual.square().reshape(x0.shape[0], -1)
-    per_sample = per_sample.mean(dim=-1) if reduce_mean else 0.5 * per_sample.sum(dim=-1)
-    if likelihood_weighting:
-        per_sample = per_sample * sde.sde(torch.zeros_like(x0), t)[1] ** 2
-    return per_sample.mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

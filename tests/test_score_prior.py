@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dataloaders import MinMaxNormalizer
-from score.losses import sde_loss
+from score.losses import dsm_loss, sde_loss
 from score.models import small_vit
 from score.prior import (
     FORMAT,
@@ -18,7 +18,7 @@ from score.prior import (
     parse_prior_spec,
 )
 from score.sde import VPSDE
-from score.trainer import LatentStream, derive_seed, dsm_loss
+from score.trainer import LatentStream, derive_seed
 from stylegan.build import build_generator, layer_sample_shape
 
 ROOT = Path(__file__).resolve().parents[1]
