@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from dataloaders import MinMaxNormalizer, latent_from_layout, latent_to_layout
+from utils import torch_save_new
 
 from .models import ViT, get_score_fn, load_score_state_dict, strip_prefix
 from .samplers import hot_sampler, pc_sampler
@@ -394,11 +395,7 @@ class ScorePrior:
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the checkpoint; refuses to replace an existing file unless ``overwrite``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb" if overwrite else "xb") as f:
-            torch.save(self.checkpoint(), f)
-        return path
+        return torch_save_new(self.checkpoint(), path, overwrite=overwrite)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any], device: torch.device | str = "cpu",
