@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dataloaders import save_latents
-from inverse.ilo import LayerPriors, Problem, SettingsError, Solution, SolverSettings, image_seed, solve
+from inverse.ilo import LayerPriors, Problem, SettingsError, Solution, SolverSettings, image_generator, solve
 from inverse.losses import PerceptualLoss
 from inverse.metrics import Metrics, image_metrics
 from inverse.operators import OPERATORS, Operator, build_operator
@@ -194,11 +194,6 @@ def check_run_dir(out_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Inputs and measurements.
-
-
-def image_generator(seed: int, index: int, stream: int) -> torch.Generator:
-    """A CPU generator per (run seed, image, purpose): results do not depend on batching or sharding."""
-    return torch.Generator().manual_seed(image_seed(seed, index, stream))
 
 
 @torch.no_grad()

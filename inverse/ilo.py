@@ -206,11 +206,16 @@ def image_seed(seed: int, image_id: int, stream: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(image_id) * 7919 + int(stream)) % 2**63
 
 
+def image_generator(seed: int, image_id: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator per (run seed, image, purpose): results do not depend on batching or sharding."""
+    return torch.Generator().manual_seed(image_seed(seed, image_id, stream))
+
+
 class ImageRng:
     """One seeded CPU generator per measurement; draws (B, ...) tensors with each image's K rows from its own."""
 
     def __init__(self, seed: int, image_ids: Sequence[int], chains: int, device: torch.device):
-        self.gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in image_ids]
+        self.gens = [image_generator(seed, i) for i in image_ids]
         self.chains = chains
         self.device = device
 
