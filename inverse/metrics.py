@@ -174,23 +174,11 @@ class Metrics:
 
     Each record is a dict, e.g. ``{"name", "psnr", "ssim", "lpips", "measurement_mse", "seconds",
     "rounds": [{"layer", "psnr", ...}]}``; ``mean()`` averages every numeric top-level key over the images,
-    skipping None. Records from several processes combine with :meth:`merge` (order by name is kept stable).
+    skipping None.
     """
 
     def __init__(self, images: Iterable[Mapping[str, Any]] = ()) -> None:
         self.images: list[dict[str, Any]] = [dict(r) for r in images]
-
-    def add(self, name: str, values: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-        """Append one image's record (``name`` first, then ``values``, then ``extra``); returns it for updating."""
-        rec: dict[str, Any] = {"name": name}
-        rec.update(values or {})
-        rec.update(extra)
-        self.images.append(rec)
-        return rec
-
-    def add_batch(self, names: Iterable[str], records: Iterable[Mapping[str, Any]], **extra: Any) -> list[dict]:
-        """``add`` for each (name, record) pair, e.g. with the output of :func:`image_metrics`."""
-        return [self.add(n, r, **extra) for n, r in zip(names, records, strict=True)]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -201,16 +189,6 @@ class Metrics:
     def to_dict(self) -> dict[str, Any]:
         """``{"images": [...], "mean": {...}}`` with non-finite numbers as None, ready for ``json.dump``."""
         return _json_safe({"images": self.images, "mean": self.mean()})
-
-    @classmethod
-    def merge(cls, parts: Iterable[Metrics | Mapping[str, Any]], sort: bool = True) -> Metrics:
-        """Combine ``Metrics`` (or their ``to_dict()``) from several processes. With ``sort`` the records are
-        ordered by image name, so a sharded run reports the same file as a single process that also sorts;
-        without it they keep the order of ``parts``."""
-        images: list[dict[str, Any]] = []
-        for p in parts:
-            images.extend(p.images if isinstance(p, Metrics) else p.get("images", []))
-        return cls(sorted(images, key=lambda r: str(r.get("name", ""))) if sort else images)
 
     def table(self, keys: Iterable[str] = ("psnr", "ssim", "lpips", "measurement_mse", "seconds")) -> str:
         """A small text table of the mean metrics (``-`` for unavailable ones)."""
