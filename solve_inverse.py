@@ -217,7 +217,7 @@ def measure(op: Operator, x: torch.Tensor, items: list[InputImage], cfg: DictCon
     if not cfg.operators.get("forward_measurements", True) or op.noise_std == 0:
         return y
     xi = torch.stack([torch.randn(y.shape[1:], generator=image_generator(cfg.seed, it.index, 2)) for it in items])
-    return y + op.noise_std * op.restrict_to_observed(xi.to(y.device))  # noise only on entries that exist (inpainting)
+    return op.measure(x, noise=xi)  # ξ per image, so a result does not depend on batching or sharding
 
 
 # ---------------------------------------------------------------------------------------------------------------------

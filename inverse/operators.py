@@ -115,7 +115,8 @@ class Operator(torch.nn.Module):
         """Zero the noise (shaped like ``A(x)``) on entries that are not observed; only inpainting has such entries."""
         return noise
 
-    def measure(self, x: Tensor, noise_std: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def measure(self, x: Tensor, noise_std: float | None = None, generator: torch.Generator | None = None,
+                noise: Tensor | None = None) -> Tensor:
         """Measurements ``y = A(x) + σ ξ``, ``ξ ~ N(0, I)`` drawn from ``generator`` (reproducible when seeded).
 
         Args:
@@ -123,6 +124,7 @@ class Operator(torch.nn.Module):
             noise_std: σ; ``None`` uses the configured ``self.noise_std``.
             generator: source of ξ; it may live on another device than ``x`` (the noise is drawn there and moved),
                 so a CPU generator gives the same measurements on every device.
+            noise: ξ itself, shaped like ``A(x)`` (e.g. drawn per image by the caller); overrides ``generator``.
         Returns:
             y with the shape of ``A(x)``.
         """
@@ -135,9 +137,10 @@ class Operator(torch.nn.Module):
                 y = y.clone()
             if sigma == 0:
                 return y
-            device = generator.device if generator is not None else y.device
-            xi = torch.randn(y.shape, generator=generator, device=device, dtype=y.dtype).to(y.device)
-            return y + sigma * self.restrict_to_observed(xi)
+            if noise is None:
+                device = generator.device if generator is not None else y.device
+                noise = torch.randn(y.shape, generator=generator, device=device, dtype=y.dtype)
+            return y + sigma * self.restrict_to_observed(noise.to(device=y.device, dtype=y.dtype))
 
     def _observed_count(self, y: Tensor) -> Tensor:
         """Number of observed entries per sample, shape (N,)."""
