@@ -58,7 +58,7 @@ def load_prior(cfg: DictConfig, device: torch.device) -> tuple[ScorePrior, str]:
             raise UserError(f"gen_conf {conf_path}: not a readable YAML file ({type(exc).__name__})") from None
     ckpt = resolve_path(cfg.prior) if cfg.prior is not None else None
     if ckpt is None and spec is not None and spec.ckpt is None:
-        gen_name = spec.generator if isinstance(spec.generator, str) else (spec.generator or {}).get("name")
+        gen_name = spec.generator_name
         ckpt = find_trained_prior(resolve_path(cfg.search_dir), gen_name, spec.layer)
         if ckpt is None:
             raise UserError(f"no trained layer-{spec.layer} prior for generator {gen_name!r} under {cfg.search_dir}; "

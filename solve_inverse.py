@@ -141,7 +141,7 @@ def load_prior(name: str, layer: int, G: Any, cfg: DictConfig, device: torch.dev
         spec = parse_prior_spec(OmegaConf.load(path))
         ckpt = None
         if spec.ckpt is None:
-            gen_name = spec.generator if isinstance(spec.generator, str) else (spec.generator or {}).get("name")
+            gen_name = spec.generator_name
             ckpt = find_trained_prior(resolve_path(cfg.prior_search_dir), gen_name, spec.layer)
             if ckpt is None:
                 log.warning("no trained layer-%d prior for %r under %s: no prior step at layer %d "
@@ -153,7 +153,7 @@ def load_prior(name: str, layer: int, G: Any, cfg: DictConfig, device: torch.dev
         raise UserError(f"prior {name}: {exc}") from None
     if prior.layer != layer:
         raise UserError(f"prior {name} is for layer {prior.layer}, but it is listed for layer {layer}")
-    shape = (G.w_dim, G.num_ws, 1) if layer == 0 else layer_sample_shape(G, layer)
+    shape = layer_sample_shape(G, layer)
     if tuple(prior.image_shape) != tuple(shape):
         raise UserError(f"prior {name} expects layer-{layer} variables of shape {list(prior.image_shape)}, "
                         f"the generator gives {list(shape)}")

@@ -132,6 +132,11 @@ class PriorSpec:
     ckpt: str | None = None
     description: str | None = None
 
+    @property
+    def generator_name(self) -> str | None:
+        """Name of the generator the prior belongs to (``generator`` may be a name or a recorded entry)."""
+        return self.generator if isinstance(self.generator, str) else (self.generator or {}).get("name")
+
     def build_model(self, image_shape: Sequence[int] | None = None) -> nn.Module:
         """A fresh network for ``image_shape`` (C, H, W) (default: the spec's)."""
         shape = list(image_shape if image_shape is not None else (self.image_shape or []))
