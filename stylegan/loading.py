@@ -93,6 +93,9 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
     nested dicts merged, e.g. ``load_generator(p, synthesis_kwargs={'conv_clamp': 256})``. The weights must
     still fit the resulting architecture exactly.
     """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"load_generator: device {device} asked for, but CUDA is not available here")
     path = Path(path)
     try:
         obj = _read(path)

@@ -579,3 +579,12 @@ def test_genuine_nvidia_pickle(tmp_path):
         img = G.synthesis(ws, noise_mode="const")
     torch.testing.assert_close(ws, expected["ws"], rtol=0, atol=1e-5)
     torch.testing.assert_close(img, expected["img"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_device_without_cuda_is_one_clear_error(tmp_path):
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+    save_generator(G, tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_generator(tmp_path / "g.pt", device="cuda")
