@@ -200,3 +200,121 @@ def load_saved_latents(paths: list[str | Path], layer: int) -> Tensor:
     if not out:
         raise ValueError("no latent files given")
     return torch.cat(out)
+
+
+# =====================================================================================================================
+# RGB photographs available offline: the training data of the demo StyleGAN2 (issue 5).
+#
+# scikit-image ships a few RGB photographs inside its wheel, so they exist wherever `requirements.txt` is installed
+# (no download). The demo generator learns the distribution of random crops of them. Two photographs are kept out
+# of training entirely, so that held-out crops are images the generator has never seen any part of.
+# =====================================================================================================================
+
+# name -> role. `cat` is the same file as `chelsea`; `colorwheel`/`logo` are synthetic graphics; `lily`/`skin`
+# need a download (pooch) and are therefore not used.
+TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "immunohistochemistry", "retina", "hubble_deep_field")
+HELDOUT_PHOTOS: tuple[str, ...] = ("coffee", "rocket")
+PHOTO_SPLITS = ("train", "heldout")
+
+
+def sample_photographs(split: str | None = None) -> tuple[str, ...]:
+    """Names of the scikit-image RGB sample photographs used (``skimage.data.<name>()``).
+
+    split: 'train' -> :data:`TRAIN_PHOTOS`, 'heldout' -> :data:`HELDOUT_PHOTOS`, None -> both (train first).
+    """
+    if split is None:
+        return TRAIN_PHOTOS + HELDOUT_PHOTOS
+    if split == "train":
+        return TRAIN_PHOTOS
+    if split == "heldout":
+        return HELDOUT_PHOTOS
+    raise ValueError(f"split must be one of {PHOTO_SPLITS}, got {split!r}")
+
+
+def load_photograph(name: str, short_side: int | None = None) -> Tensor:
+    """One sample photograph as a float tensor (3, H, W) in [-1, 1].
+
+    short_side: when given, the photo is first resized (antialiased) so that min(H, W) == short_side; crops are
+    then taken from this version, which bounds their cost and fixes what "scale" means across photos.
+    """
+    import skimage.data
+
+    if name not in sample_photographs():
+        raise ValueError(f"unknown sample photograph {name!r}; known: {', '.join(sample_photographs())}")
+    array = getattr(skimage.data, name)()
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"skimage.data.{name} is not an RGB image (shape {array.shape})")
+    img = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    if short_side is not None:
+        h, w = img.shape[1:]
+        factor = short_side / min(h, w)
+        size = (max(short_side, round(h * factor)), max(short_side, round(w * factor)))
+        img = torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True,
+                                              align_corners=False)[0].clamp(-1, 1)
+    return img
+
+
+class PhotoCrops(torch.utils.data.Dataset):
+    """Square crops of the sample photographs, resized to ``resolution``: items (3, R, R) float in [-1, 1].
+
+    Item ``i`` is a pure function of (``seed``, ``i``): a photo of the split (uniformly), a crop side drawn
+    uniformly in ``[min_scale, max_scale] * short_side``, a uniform position, an optional horizontal flip, then an
+    antialiased bilinear resize to R x R. The dataset is therefore reproducible and indexable: a trainer draws
+    random indices with its own RNG, and a fixed evaluation set is simply ``[ds[i] for i in range(n)]``.
+
+    The 'train' and 'heldout' splits use disjoint photographs (:data:`TRAIN_PHOTOS`, :data:`HELDOUT_PHOTOS`).
+    """
+
+    def __init__(self, resolution: int, split: str = "train", length: int = 100_000, seed: int = 0,
+                 min_scale: float = 0.25, max_scale: float = 1.0, flip: bool = True, short_side: int = 256,
+                 photos: tuple[str, ...] | None = None):
+        if resolution < 1:
+            raise ValueError(f"resolution must be positive, got {resolution}")
+        if not 0 < min_scale <= max_scale <= 1:
+            raise ValueError(f"need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}")
+        if length < 1:
+            raise ValueError(f"length must be positive, got {length}")
+        self.resolution = int(resolution)
+        self.split = split
+        self.photos = tuple(photos) if photos is not None else sample_photographs(split)
+        self.length = int(length)
+        self.seed = int(seed)
+        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+        self.flip = bool(flip)
+        self.short_side = int(short_side)
+        # Decoded once: a few MB at short_side 256, and every crop is then a slice + one small resize.
+        self.images = [load_photograph(name, self.short_side) for name in self.photos]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def crop_params(self, index: int) -> tuple[int, int, int, int, bool]:
+        """(photo index, top, left, side, flip) of item ``index``, drawn from a generator seeded by (seed, index)."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} crops")
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        u = torch.rand(5, generator=gen).tolist()
+        photo = min(int(u[0] * len(self.images)), len(self.images) - 1)
+        h, w = self.images[photo].shape[1:]
+        short = min(h, w)
+        side = max(1, round(short * (self.min_scale + (self.max_scale - self.min_scale) * u[1])))
+        top = min(int(u[2] * (h - side + 1)), h - side)
+        left = min(int(u[3] * (w - side + 1)), w - side)
+        return photo, top, left, side, self.flip and u[4] < 0.5
+
+    def __getitem__(self, index: int) -> Tensor:
+        photo, top, left, side, flip = self.crop_params(int(index))
+        crop = self.images[photo][:, top : top + side, left : left + side]
+        if flip:
+            crop = crop.flip(-1)
+        out = torch.nn.functional.interpolate(crop[None], size=(self.resolution, self.resolution), mode="bilinear",
+                                              antialias=True, align_corners=False)[0]
+        return out.clamp(-1, 1)
+
+    def batch(self, indices: Tensor | list[int]) -> Tensor:
+        """Items ``indices`` stacked: (len(indices), 3, R, R)."""
+        return torch.stack([self[int(i)] for i in indices])
+
+    def source_names(self) -> tuple[str, ...]:
+        """The photographs this split draws from."""
+        return self.photos
