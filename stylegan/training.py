@@ -233,7 +233,7 @@ class StyleGANTrainer:
         """
         from tqdm import tqdm
 
-        start_step, t0 = self.step, time.perf_counter()
+        start_step = self.step
         overhead = 0.0  # seconds spent in metric / image / checkpoint callbacks
         sums: dict[str, list[float]] = {}
         names = ("loss_G", "loss_D", "logits_real", "logits_fake", "r1")
@@ -246,6 +246,7 @@ class StyleGANTrainer:
             if log is not None:
                 log(self.step, **dict.fromkeys(names, float("nan")), **values, kimg=self.nimg / 1000,
                     steps_per_second=float("nan"))
+        t0 = time.perf_counter()
 
         def due(every: int, last: bool) -> bool:
             return every > 0 and (self.step % every == 0 or last)
@@ -262,6 +263,8 @@ class StyleGANTrainer:
             t_cb = time.perf_counter()
             if metric is not None and due(metric_every, last):
                 values = last_values = metric()
+            overhead += time.perf_counter() - t_cb
+            t_cb = time.perf_counter()
             if log is not None and (due(log_every, last) or values):
                 row = {k: (sum(sums[k]) / len(sums[k]) if sums.get(k) else float("nan")) for k in names}
                 row.update({k: values.get(k, float("nan")) for k in metric_keys})
