@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from torch_utils.misc import strip_prefix
 
 from .sde import SDE, ScoreFn, batch_broadcast
 
@@ -275,11 +276,6 @@ def small_vit(
         dim_head=dim_head,
         dropout=dropout,
     )
-
-
-def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> OrderedDict:
-    """Drop ``prefix`` from every key that has it (DataParallel/DDP checkpoints say ``module.<key>``)."""
-    return OrderedDict((k[len(prefix) :] if k.startswith(prefix) else k, v) for k, v in state_dict.items())
 
 
 def load_score_state_dict(

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import torch
 
 from stylegan.networks import Generator
+from torch_utils.misc import strip_prefix
 from torch_utils.persistence import (
     CheckpointError,
     PersistentRecord,
@@ -203,18 +204,11 @@ def _from_own_format(obj: Mapping[str, Any], overrides: Mapping[str, Any]) -> Ge
 
 def _from_state_dict(state_dict: Mapping[str, torch.Tensor], overrides: Mapping[str, Any],
                      extra: Mapping[str, Any] | None) -> Generator:
-    state_dict = _strip_prefix(state_dict, "module.")
+    state_dict = strip_prefix(state_dict, "module.", require_all=True)
     if any(k.startswith("style.") or k == "input.input" for k in state_dict):  # a bare rosinality g_ema
         latent_avg = extra.get("latent_avg") if extra is not None else None
         return _from_rosinality(state_dict, latent_avg, overrides)
     return generator_from_state_dict(state_dict, **overrides)
-
-
-def _strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """DataParallel/DistributedDataParallel checkpoints carry a 'module.' prefix on every key."""
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -309,7 +303,7 @@ def convert_rosinality_state_dict(state_dict: Mapping[str, torch.Tensor],
     The fixed FIR filter buffers (``*.resample_filter``) have no counterpart and are not produced; the blur
     kernels of the source (``*.kernel``) are dropped. Unknown keys raise ValueError.
     """
-    sd = _strip_prefix(state_dict, "module.")
+    sd = strip_prefix(state_dict, "module.", require_all=True)
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -29,3 +30,14 @@ def plain_data(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def strip_prefix(state_dict: Mapping[str, Any], prefix: str = "module.", require_all: bool = False) -> OrderedDict:
+    """Drop ``prefix`` from the keys of a state dict (DataParallel/DDP checkpoints say ``module.<key>``).
+
+    With ``require_all`` the prefix is dropped only when every key carries it (otherwise the dict is returned
+    unchanged, as a copy); without it, from each key that has it.
+    """
+    if require_all and not (state_dict and all(k.startswith(prefix) for k in state_dict)):
+        return OrderedDict(state_dict)
+    return OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v) for k, v in state_dict.items())
