@@ -15,8 +15,12 @@ Files. :meth:`ScorePrior.save` writes a self-describing checkpoint (plain data, 
     sde: {'name': 'VPSDE', 'beta_min': ..., 'beta_max': ..., 'N': ...}
     layer, image_shape [C, H, W] (model space), normalization {'kind': 'minmax', 'min', 'max'}
     sampling: {...SamplingSettings...}, generator: {...generator entry, see stylegan.build...} or None
-    state_dict (training weights), ema_state_dict (the weights to sample with), step
-    training: optional resume state written by train_score.py
+    state_dict (training weights; absent in sampling-only copies), ema_state_dict (the weights to sample
+    with), step, training: optional resume state written by train_score.py
+
+A sampling-only copy of any checkpoint (train_score.py's ``prior.pt`` or a resumable ``step_*.pt``)::
+
+    python -m score.prior IN.pt OUT.pt
 
 :meth:`ScorePrior.from_published` reads a published SGILO ``.pth`` (a bare ViT state dict, possibly with a
 ``module.`` prefix or inside a dict) with the settings of a ``configs/trained_networks/*.yaml``.
@@ -398,9 +402,16 @@ class ScorePrior:
             "training": self.training,
         }
 
-    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """Write the checkpoint; refuses to replace an existing file unless ``overwrite``."""
-        return torch_save_new(self.checkpoint(), path, overwrite=overwrite)
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False, for_sampling: bool = False) -> Path:
+        """Write the checkpoint; refuses to replace an existing file unless ``overwrite``.
+
+        ``for_sampling`` leaves out the training weights and the resume state (optimiser moments, RNG): the
+        file then holds only what sampling and SGILO read, about a third of the size.
+        """
+        ckpt = self.checkpoint()
+        if for_sampling:
+            del ckpt["state_dict"], ckpt["training"]
+        return torch_save_new(ckpt, path, overwrite=overwrite)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any], device: torch.device | str = "cpu",
@@ -535,3 +546,25 @@ def _describe_mismatch(model: nn.Module, state: Any, exc: BaseException) -> str:
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
         return "; ".join(parts)
     return _one_line(exc)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: write a sampling-only copy of a score-prior checkpoint (never over an existing file)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a sampling-only copy of a score-prior checkpoint "
+                                     "(EMA weights and settings; no training weights or optimiser state).")
+    parser.add_argument("checkpoint", help="a prior.pt or step_*.pt written by train_score.py")
+    parser.add_argument("out", help="where to write the copy (must not exist)")
+    args = parser.parse_args(argv)
+    if Path(args.out).exists():
+        raise SystemExit(f"error: {args.out} exists; not overwriting it")
+    try:
+        path = ScorePrior.load(args.checkpoint).save(args.out, for_sampling=True)
+    except PriorFormatError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,9 @@ the result is close to Gaussian per coordinate. Fitting a mean and standard devi
 under which z ~ N(0, I) in each of the num_ws rows lands near the generator's W space. Optimising z
 (with spherical projection) instead of w keeps the latent "in distribution".
 
-File format ``gaussian_fit.pt``: ``{'mean': Tensor[w_dim], 'std': Tensor[w_dim]}`` (float32).
+File format ``gaussian_fit.pt``: ``{'mean': Tensor[w_dim], 'std': Tensor[w_dim]}`` (float32). Fit one with
+
+    python -m stylegan.proxy GENERATOR_FILE OUT.pt [--samples 100000] [--seed 0]
 """
 
 from __future__ import annotations
@@ -94,3 +96,30 @@ class MappingProxy(torch.nn.Module):
         if not (isinstance(data, dict) and all(isinstance(data.get(k), Tensor) for k in ("mean", "std"))):
             raise ValueError(f"{path}: expected a dict with tensors 'mean' and 'std'")
         return cls(data["mean"], data["std"]).to(device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: fit the proxy of a generator file and write ``gaussian_fit.pt`` (never over an existing file)."""
+    import argparse
+
+    from stylegan.loading import CheckpointError, load_generator
+
+    parser = argparse.ArgumentParser(description="Fit a gaussian_fit.pt for a generator checkpoint.")
+    parser.add_argument("generator", help="any file stylegan.load_generator reads")
+    parser.add_argument("out", help="where to write the fit (must not exist)")
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if Path(args.out).exists():
+        raise SystemExit(f"error: {args.out} exists; not overwriting it")
+    try:
+        G = load_generator(args.generator)
+        proxy = MappingProxy.fit(G.mapping, num_samples=args.samples, seed=args.seed)
+    except (OSError, CheckpointError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    proxy.save(args.out)
+    print(f"wrote {args.out} (w_dim {proxy.w_dim}, {args.samples} samples, seed {args.seed})")
+
+
+if __name__ == "__main__":
+    main()
