@@ -1,6 +1,6 @@
 """Unconditional hot/cold sampling with a layer prior: a quick look at what a prior has learned.
 
-    python eval_score_based.py                      # the newest prior trained by train_score.py for the tiny generator
+    python eval_score_based.py                      # the committed demo prior on layer 2 (checkpoints/demo/)
     python eval_score_based.py gen_conf=./configs/trained_networks/syn_layer3.yaml   # published prior (FFHQ bundle)
     python eval_score_based.py prior=outputs/train_score/<run>/prior.pt sampling.hot_sampler=false
 

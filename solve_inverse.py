@@ -290,13 +290,14 @@ def batch_metrics(items: list[InputImage], ref: torch.Tensor, y: torch.Tensor, o
     layers = [log_.layer for log_ in sol.logs]
     per_round = [image_metrics(r.mean(1), ref, op, y, lpips_fn) for r in sol.rounds]
     final = per_round[-1]  # the solution is the last round's images (sol.mean == sol.rounds[-1].mean(1))
-    naive = image_metrics(op.naive(y), ref, None, None, None)
+    naive = image_metrics(op.naive(y), ref, None, None, lpips_fn)
     records = []
     for i, it in enumerate(items):
         failed = bool(sol.failed[i])
         blank = dict.fromkeys(final[i])
         rec = {"name": it.name, **(blank if failed else final[i]), "seconds": seconds / len(items),
-               "failed": failed, "naive_psnr": naive[i]["psnr"], "chains": int(sol.final.shape[1]),
+               "failed": failed, "naive_psnr": naive[i]["psnr"], "naive_ssim": naive[i]["ssim"],
+               "naive_lpips": naive[i]["lpips"], "chains": int(sol.final.shape[1]),
                "rounds": [{"layer": layer, **(blank if failed else m[i])} for layer, m in zip(layers, per_round)]}
         records.append(rec)
     return records

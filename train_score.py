@@ -1,6 +1,6 @@
 """Train a score prior on one layer of a generator.
 
-    python train_score.py                                   # tiny generator, layer 2, a few hundred CPU steps
+    python train_score.py                                   # demo generator, layer 2, a few hundred CPU steps
     python train_score.py generator=ffhq trained_networks=syn_layer3 batch_size=128 steps=200000
     python train_score.py resume=outputs/train_score/<run>/checkpoints/step_0000100.pt   # same overrides
     torchrun --nproc_per_node=2 train_score.py ...          # DDP (gloo on CPU, NCCL on GPU)

@@ -239,10 +239,21 @@ class ViT(nn.Module):
         temb = self.dense(F.silu(self.embed(t)))  # (N, E), E >= number of tokens
         tokens = tokens + temb[:, : tokens.shape[1], None]
         tokens = self.transformer(tokens)
-        # Tokens back to the grid as the published network does it: a plain reshape of (n, dim) to
-        # (H, W, dim/p²), which is the identity layout for p = 1.
-        out = self.projector(tokens.reshape(n, h, w, -1))
+        out = self.projector(tokens_to_grid(tokens, h, w, self.patch_size))
         return out.permute(0, 3, 1, 2)
+
+
+def tokens_to_grid(tokens: torch.Tensor, h: int, w: int, p: int) -> torch.Tensor:
+    """(N, (H/p)(W/p), dim) -> (N, H, W, dim/p²): each token's dim splits into p² chunks laid on its own p×p patch.
+
+    For p = 1 (every published prior) this is the published network's plain reshape. For p > 1 the published
+    code reshapes row-major, which lays a token's chunks along a run of p² pixels of one row instead of its
+    patch; folding them back onto the patch (the inverse of :class:`PatchesToTokens`) keeps the parameter
+    shapes and makes p > 1 usable.
+    """
+    n, _, dim = tokens.shape
+    grid = tokens.reshape(n, h // p, w // p, p, p, dim // (p * p))  # n, h/p, w/p, p1, p2, chunk
+    return grid.permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, dim // (p * p))
 
 
 def published_vit(image_shape: Sequence[int], **overrides: Any) -> ViT:

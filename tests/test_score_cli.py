@@ -17,7 +17,8 @@ from utils import read_scalar_log
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny generator + small ViT at layer 2; only what the tests need to be quick changes.
-QUICK = ["batch_size=8", "norm_samples=256", "generator.fit_samples=512", "progress=false", "num_threads=1"]
+QUICK = ["generator=tiny", "trained_networks=tiny_layer2", "batch_size=8", "norm_samples=256",
+         "generator.fit_samples=512", "progress=false", "num_threads=1"]
 
 
 def run(script: str, *overrides: str, launcher: list[str] | None = None, timeout: float = 120):
@@ -97,11 +98,12 @@ def test_eval_finds_the_newest_trained_prior(trained, tmp_path):
     search = tmp_path / "outputs"
     shutil.copytree(trained, search / "run")
     out = tmp_path / "eval"
-    ok(run("eval_score_based.py", f"search_dir={search}", "sample_batch_size=2", "progress=false",
+    tiny = "default_gen_conf=configs/trained_networks/tiny_layer2.yaml"  # its ckpt: null means "search"
+    ok(run("eval_score_based.py", tiny, f"search_dir={search}", "sample_batch_size=2", "progress=false",
            f"hydra.run.dir={out}"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "hot" and metrics["prior"].endswith("prior.pt")
-    line = one_line_error(run("eval_score_based.py", f"search_dir={tmp_path / 'empty'}",
+    line = one_line_error(run("eval_score_based.py", tiny, f"search_dir={tmp_path / 'empty'}",
                               f"hydra.run.dir={tmp_path / 'eval2'}"), "python train_score.py")
     assert "no trained layer-2 prior" in line
 

@@ -339,3 +339,18 @@ def test_training_a_small_vit_lowers_the_loss():
     torch.manual_seed(7)
     after = eval_fn(model, data(4096)).item()
     assert after < 0.25 * before  # measured: 1.41 -> 0.17
+
+
+def test_patches_fold_back_onto_their_own_patch():
+    """tokens_to_grid inverts PatchesToTokens (for dim = p²·C), so a token's output covers its own patch."""
+    from score.models import PatchesToTokens, tokens_to_grid
+
+    x = torch.randn(2, 3, 8, 4)
+    for p in (1, 2, 4):
+        tokens = PatchesToTokens(p)(x)
+        torch.testing.assert_close(tokens_to_grid(tokens, 8, 4, p).permute(0, 3, 1, 2), x, rtol=0, atol=0)
+    model = ViT(width=4, height=8, patch_size=2, dim=16, depth=1, heads=1, mlp_dim=8, channels=3, dim_head=8)
+    tokens = torch.zeros(1, 8, 16)
+    tokens[0, 5] = 1.0  # token 5 = patch row 2, column 1 of the (4, 2) patch grid
+    moved = (model.projector(tokens_to_grid(tokens, 8, 4, 2)) - model.projector.bias).abs().sum(-1)[0]
+    assert moved[4:6, 2:4].gt(0).all() and moved.sum() == moved[4:6, 2:4].sum()

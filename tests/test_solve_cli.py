@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["generator.fit_samples=1000", "progress=false", "num_threads=1", "num_images=2", "batch_size=2"]
+QUICK = ["generator=tiny", "generator.fit_samples=1000", "progress=false", "num_threads=1", "num_images=2",
+         "batch_size=2"]
 
 
 def command(*overrides: str, launcher: list[str] | None = None) -> list[str]:
-    quick = [q for q in QUICK if not q.startswith("generator.")] if any(
+    quick = [q for q in QUICK if not q.startswith("generator")] if any(
         o.startswith("generator=") for o in overrides) else QUICK  # fit_samples is a key of the tiny entry only
     return (launcher or [sys.executable]) + ["solve_inverse.py", *quick, *overrides]
 

@@ -1,0 +1,252 @@
+"""Reconstruction quality of every method on every task, with the demo generator and its priors.
+
+    python bench/quality.py                        # ~25 min on a 2-core CPU; writes bench/results/
+    python bench/quality.py --images 2 --out /tmp/q --no-sweeps     # a quick look
+    python bench/quality.py --write-examples images/                 # the held-out example inputs
+
+Two image sets, ``--images`` each:
+
+* in-range: references sampled from the generator (``input_source=generator``, ``--seed``);
+* held-out: crops of the photographs the generator never saw (``dataloaders.PhotoCrops`` split 'heldout'),
+  written as PNGs under ``<out>/heldout/`` and read back as a folder, like a user's photos.
+
+Every task (``configs/task``) x {naive, csgm, ilo, sgilo} runs ``solve_inverse.py`` once per method and set,
+with the same seed, so all methods see the same measurements. Step budgets are equal: CSGM one round of
+``3 x --steps``, ILO and SGILO three rounds of ``--steps``. Sweeps over the number of measurements (sparse
+inpainting: observed fraction; compressed sensing: m / n) run on the in-range set.
+
+Writes ``results.md`` (tables and whether SGILO >= ILO >= CSGM holds), ``results.json``, per-task grids
+``recon_<set>_<task>.png`` (rows: images; columns: reference, measurement, naive, CSGM, ILO, SGILO) and
+``sweep_<name>.png``. Runs already finished under ``<out>/runs`` are reused, so an interrupted bench resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils import load_image, make_grid, save_image  # noqa: E402
+
+METHODS = ("csgm", "ilo", "sgilo")
+LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO"}
+TASKS = {
+    "inpainting": ["task=inpainting"],
+    "super_resolution": ["task=super_resolution"],
+    "compressed_sensing": ["task=compressed_sensing"],
+    "colorization": ["task=colorization"],
+    "denoising": ["task=denoising"],
+}
+SWEEPS = {  # name -> (x label, values, overrides for a value)
+    "sparse_inpainting": ("observed fraction of pixels", [0.02, 0.05, 0.1, 0.25],
+                          lambda f: ["task=inpainting", "operators.mask=random_pixels",
+                                     f"operators.observed_fraction={f}"]),
+    "compressed_sensing": ("measurements m / n", [0.01, 0.02, 0.05, 0.1],
+                           lambda f: ["task=compressed_sensing", f"operators.fraction={f}"]),
+}
+METRICS = ("psnr", "ssim", "lpips", "seconds")
+
+
+def method_overrides(method: str, steps: int) -> list[str]:
+    if method == "csgm":
+        return ["method=csgm", f"steps=[{3 * steps}]"]
+    if method == "ilo":
+        return ["method=ilo", f"steps=[{steps},{steps},{steps}]"]
+    return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
+
+
+def write_heldout(folder: Path, count: int, resolution: int, seed: int) -> Path:
+    """``count`` held-out crops as PNGs (kept if already there)."""
+    from dataloaders import PhotoCrops
+
+    crops = PhotoCrops(resolution, split="heldout", length=count, seed=seed, flip=False)
+    for i in range(count):
+        path = folder / f"heldout_{i:02d}.png"
+        if not path.exists():
+            save_image(crops[i], path)
+    return folder
+
+
+def solve(run_dir: Path, overrides: list[str], n_images: int, threads: int) -> dict:
+    """metrics.json of one solve_inverse.py run (reused when it already holds every image)."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        data = json.loads(metrics.read_text())
+        if len(data.get("images", [])) == n_images:
+            return data
+        raise SystemExit(f"error: {run_dir} holds an unfinished run; remove it and start again")
+    cmd = [sys.executable, "solve_inverse.py", *overrides, f"batch_size={n_images}", "progress=false",
+           f"num_threads={threads}", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd[1:])} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(metrics.read_text())
+
+
+def mean(records: list[dict], key: str) -> float | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarise(data: dict) -> dict[str, float | None]:
+    records = data["images"]
+    out = {k: mean(records, k) for k in METRICS}
+    out.update({f"naive_{k}": mean(records, f"naive_{k}") for k in ("psnr", "ssim", "lpips")})
+    out["failed"] = sum(bool(r.get("failed")) for r in records)
+    return out
+
+
+def recon_grid(runs: dict[str, Path], names: list[str], path: Path) -> None:
+    """Rows: images; columns: reference, measurement, naive, then each method's final image."""
+    first = runs[METHODS[0]] / "images"
+    side = load_image(first / names[0] / "reference.png").shape[-1]
+    tiles = []
+    for name in names:  # (a super-resolution measurement is smaller: shown resized to the image side)
+        tiles += [load_image(first / name / f"{p}.png", side) for p in ("reference", "measurement", "naive")]
+        tiles += [load_image(runs[m] / "images" / name / "final.png", side) for m in METHODS]
+    grid = make_grid(torch.stack(tiles), nrow=3 + len(METHODS))
+    up = torch.nn.functional.interpolate(grid[None], scale_factor=4, mode="nearest")[0]  # 32 px is tiny on screen
+    save_image(up, path, overwrite=True)
+
+
+def line_chart(path: Path, title: str, xlabel: str, xs: list[float], series: dict[str, list[float]]) -> None:
+    """A small PSNR-vs-x chart drawn with PIL (no plotting library in the requirements)."""
+    w, h, left, right, top, bottom = 560, 360, 60, 130, 40, 50
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    values = [v for vs in series.values() for v in vs if v is not None]
+    lo, hi = min(values) - 1, max(values) + 1
+    px = lambda i: left + (w - left - right) * i / max(len(xs) - 1, 1)  # noqa: E731 -- evenly spaced x
+    py = lambda v: top + (h - top - bottom) * (hi - v) / (hi - lo)  # noqa: E731
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        draw.text((8, py(v) - 6), f"{v:.1f}", fill="black")
+    for i, x in enumerate(xs):
+        draw.text((px(i) - 12, h - bottom + 6), f"{x:g}", fill="black")
+    draw.text((left, h - 22), xlabel, fill="black")
+    draw.text((left, 12), f"{title}: PSNR (dB)", fill="black")
+    colours = {"naive": (128, 128, 128), "csgm": (31, 119, 180), "ilo": (44, 160, 44), "sgilo": (214, 39, 40)}
+    for j, (name, vs) in enumerate(series.items()):
+        points = [(px(i), py(v)) for i, v in enumerate(vs) if v is not None]
+        draw.line(points, fill=colours[name], width=3)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[name])
+        draw.line([w - right + 10, top + 20 * j + 8, w - right + 30, top + 20 * j + 8], fill=colours[name], width=3)
+        draw.text((w - right + 36, top + 20 * j + 2), LABELS[name], fill="black")
+    img.save(path)
+
+
+def cell(s: dict, prefix: str = "") -> str:
+    psnr, ssim, lp = s[f"{prefix}psnr"], s[f"{prefix}ssim"], s[f"{prefix}lpips"]
+    text = f"{psnr:.2f} / {ssim:.3f}" if psnr is not None else "failed"
+    return text + (f" / {lp:.3f}" if lp is not None else "")
+
+
+def claim(s: dict[str, dict]) -> str:
+    p = {m: s[m]["psnr"] for m in METHODS}
+    if any(v is None for v in p.values()):
+        return "n/a"
+    order = " ≥ ".join(LABELS[m] for m in sorted(METHODS, key=lambda m: -p[m]))
+    holds = p["sgilo"] >= p["ilo"] >= p["csgm"]
+    return ("holds" if holds else "no") + f" ({order})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--images", type=int, default=4, help="images per set")
+    parser.add_argument("--steps", type=int, default=100, help="Adam steps per round (CSGM: 3x in one round)")
+    parser.add_argument("--seed", type=int, default=1, help="in-range references, measurement noise, solver")
+    parser.add_argument("--heldout-seed", type=int, default=7, help="which held-out crops")
+    parser.add_argument("--generator", default="demo")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per solve")
+    parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--write-examples", type=Path, help="only write held-out example inputs into this folder")
+    args = parser.parse_args()
+    if args.images < 1 or args.steps < 1:
+        raise SystemExit("error: --images and --steps must be positive")
+    if args.write_examples:
+        write_heldout(args.write_examples, args.images, 32, args.heldout_seed)
+        print(f"wrote {args.images} held-out crops to {args.write_examples}")
+        return
+
+    start = time.perf_counter()
+    out, n = args.out, args.images
+    heldout = write_heldout(out / "heldout", n, 32, args.heldout_seed)
+    sets = {"in_range": ["input_source=generator", f"num_images={n}"],
+            "held_out": ["input_source=folders", f"input_folders=[{heldout}]", f"max_images={n}"]}
+    common = [f"generator={args.generator}", f"seed={args.seed}"]
+    results: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "tasks": {}, "sweeps": {}}
+
+    for set_name, set_overrides in sets.items():
+        for task, task_overrides in TASKS.items():
+            runs = {m: out / "runs" / f"{set_name}_{task}_{m}" for m in METHODS}
+            summary = {}
+            for m in METHODS:
+                data = solve(runs[m], common + set_overrides + task_overrides + method_overrides(m, args.steps), n,
+                             args.threads)
+                summary[m] = summarise(data)
+                print(f"{set_name:9s} {task:19s} {m:6s} {cell(summary[m])}  {summary[m]['seconds']:.2f} s/image",
+                      flush=True)
+            results["tasks"].setdefault(set_name, {})[task] = summary
+            names = [r["name"] for r in json.loads((runs["csgm"] / "metrics.json").read_text())["images"]]
+            recon_grid(runs, names, out / f"recon_{set_name}_{task}.png")
+
+    if not args.no_sweeps:
+        for sweep, (xlabel, values, make) in SWEEPS.items():
+            table: dict[str, list] = {m: [] for m in ("naive", *METHODS)}
+            for v in values:
+                for m in METHODS:
+                    data = solve(out / "runs" / f"sweep_{sweep}_{v}_{m}",
+                                 common + sets["in_range"] + make(v) + method_overrides(m, args.steps), n, args.threads)
+                    s = summarise(data)
+                    table[m].append(s["psnr"])
+                    if m == METHODS[0]:
+                        table["naive"].append(s["naive_psnr"])
+                print(f"sweep {sweep} {v}: " + ", ".join(f"{k} {table[k][-1]:.2f}" for k in table), flush=True)
+            results["sweeps"][sweep] = {"x": values, "xlabel": xlabel, "psnr": table}
+            line_chart(out / f"sweep_{sweep}.png", sweep.replace("_", " "), xlabel, values, table)
+
+    results["seconds"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results, args))
+    print(f"wrote {out / 'results.md'} ({results['seconds'] / 60:.1f} min)")
+
+
+def markdown(results: dict, args: argparse.Namespace) -> str:
+    lines = [f"Generator `{args.generator}`, {args.images} images per set, seed {args.seed}, {args.steps} Adam steps "
+             f"per round (CSGM {3 * args.steps} in one). Cells: PSNR (dB) / SSIM (/ LPIPS when its weights are "
+             "available), mean over the images.", ""]
+    for set_name, tasks in results["tasks"].items():
+        lines += [f"**{set_name.replace('_', '-')}**", "",
+                  "| task | naive | CSGM | ILO | SGILO | SGILO ≥ ILO ≥ CSGM | s/image (CSGM / ILO / SGILO) |",
+                  "|---|---|---|---|---|---|---|"]
+        for task, s in tasks.items():
+            secs = " / ".join(f"{s[m]['seconds']:.1f}" for m in METHODS)
+            lines.append(f"| {task.replace('_', ' ')} | {cell(s['csgm'], 'naive_')} | "
+                         + " | ".join(cell(s[m]) for m in METHODS) + f" | {claim(s)} | {secs} |")
+        lines.append("")
+    for sweep, data in results["sweeps"].items():
+        lines += [f"**{sweep.replace('_', ' ')}** (in-range, PSNR dB)", "",
+                  f"| {data['xlabel']} | " + " | ".join(LABELS[k] for k in data["psnr"]) + " |",
+                  "|---|" + "---|" * len(data["psnr"])]
+        for i, x in enumerate(data["x"]):
+            lines.append(f"| {x:g} | " + " | ".join(f"{data['psnr'][k][i]:.2f}" for k in data["psnr"]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
