@@ -15,7 +15,8 @@ with the same seed, so all methods see the same measurements. Step budgets are e
 ``3 x --steps``, ILO and SGILO three rounds of ``--steps``. Sweeps over the number of measurements (sparse
 inpainting: observed fraction; compressed sensing: m / n) run on the in-range set.
 
-Writes ``results.md`` (tables and whether SGILO >= ILO >= CSGM holds), ``results.json``, per-task grids
+Writes ``samples.png`` (the generator's samples), ``results.md`` (tables and whether SGILO >= ILO >= CSGM
+holds), ``results.json``, per-task grids
 ``recon_<set>_<task>.png`` (rows: images; columns: reference, measurement, naive, CSGM, ILO, SGILO) and
 ``sweep_<name>.png``. Runs already finished under ``<out>/runs`` are reused, so an interrupted bench resumes.
 """
@@ -120,6 +121,22 @@ def recon_grid(runs: dict[str, Path], names: list[str], path: Path) -> None:
     save_image(up, path, overwrite=True)
 
 
+def sample_grid(generator: str, path: Path, rows: int = 4, cols: int = 8, seed: int = 0) -> None:
+    """Random samples G(z) of the generator (z ~ N(0, I), constant noise), enlarged for the README."""
+    from omegaconf import OmegaConf
+
+    from stylegan.build import build_generator
+    from utils import resolve_path
+
+    entry = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "generator" / f"{generator}.yaml"))
+    G, _ = build_generator(entry, resolve=resolve_path)
+    z = torch.randn(rows * cols, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = G.synthesis(G.mapping(z, None), noise_mode="const").clamp(-1, 1)
+    grid = make_grid(images, nrow=cols)
+    save_image(torch.nn.functional.interpolate(grid[None], scale_factor=3, mode="nearest")[0], path, overwrite=True)
+
+
 def line_chart(path: Path, title: str, xlabel: str, xs: list[float], series: dict[str, list[float]]) -> None:
     """A small PSNR-vs-x chart drawn with PIL (no plotting library in the requirements)."""
     w, h, left, right, top, bottom = 560, 360, 60, 130, 40, 50
@@ -184,6 +201,7 @@ def main() -> None:
 
     start = time.perf_counter()
     out, n = args.out, args.images
+    sample_grid(args.generator, out / "samples.png")
     heldout = write_heldout(out / "heldout", n, 32, args.heldout_seed)
     sets = {"in_range": ["input_source=generator", f"num_images={n}"],
             "held_out": ["input_source=folders", f"input_folders=[{heldout}]", f"max_images={n}"]}
