@@ -66,8 +66,16 @@ GRID_SIDE = 128  # panel side in the run-level grid.png (keeps it small for 1024
 
 
 def solver_settings(cfg: DictConfig) -> SolverSettings:
+    flat = {**to_plain(cfg), "chains": cfg.chains}
+    per_generator = flat.get("radius_per_generator") or {}
+    if flat.get("radius") is None and per_generator:
+        # The l1 norm of a feature tensor grows with its size, so ILO's radii are given per generator.
+        name = cfg.generator.name
+        if name not in per_generator:
+            log.warning("radius_per_generator has no entry for generator %r: no l1 ball (set radius=[...])", name)
+        flat["radius"] = per_generator.get(name)
     try:
-        return SolverSettings.build({**to_plain(cfg), "chains": cfg.chains})
+        return SolverSettings.build(flat)
     except SettingsError as exc:
         raise UserError(str(exc)) from None
 

@@ -145,3 +145,18 @@ def test_torchrun_two_processes_match_one(tmp_path):
     for x, y in zip(a, b):
         assert x["psnr"] == pytest.approx(y["psnr"], abs=1e-4) and x["ssim"] == pytest.approx(y["ssim"], abs=1e-5)
     assert (double / "metrics_rank0.json").is_file() and (double / "metrics_rank1.json").is_file()
+
+
+def test_ilo_radius_is_chosen_per_generator():
+    from hydra import compose, initialize_config_dir
+
+    import solve_inverse
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        for generator, expected in [("demo", [100, 100, 400, 1600]), ("ffhq", [1000, 1000, 6000, 6000])]:
+            cfg = compose("solve_inverse", overrides=["method=ilo", f"generator={generator}"])
+            assert solve_inverse.solver_settings(cfg).radius == expected[:3]  # one per round (3 rounds)
+        cfg = compose("solve_inverse", overrides=["method=ilo", "radius=[0,5,6,7]"])  # an explicit radius wins
+        assert solve_inverse.solver_settings(cfg).radius == [0, 5, 6]
+        cfg = compose("solve_inverse", overrides=["method=sgilo"])  # published SGILO: no ball
+        assert solve_inverse.solver_settings(cfg).radius == [None] * 3
