@@ -6,7 +6,10 @@ published latent prior expects, ``(N, w_dim, num_ws, 1)``.
 
 Sources: on the fly (``GeneratorLayerLatents``), cached as shards on disk (``cache_layer_latents`` +
 ``LatentShards``), or latents that ``solve_inverse.py`` saved (``load_saved_latents``). Normalisation
-statistics (``MinMaxNormalizer``) are computed once and stored with the prior.
+statistics (``MinMaxNormalizer``) are computed once and stored with the prior. Shards from the command line::
+
+    python dataloaders.py latents/demo_layer2 --generator demo --layer 2 --num-samples 100000
+    python train_score.py data.source=shards data.path=latents/demo_layer2
 """
 
 from __future__ import annotations
@@ -318,3 +321,41 @@ class PhotoCrops(torch.utils.data.Dataset):
     def source_names(self) -> tuple[str, ...]:
         """The photographs this split draws from."""
         return self.photos
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: cache layer latents of a configs/generator entry as shards for ``data.source=shards``."""
+    import argparse
+
+    from omegaconf import OmegaConf
+
+    from stylegan.build import GeneratorConfigError, build_generator
+    from utils import ROOT, resolve_path
+
+    parser = argparse.ArgumentParser(description="Cache layer latents as shards (train_score.py data.source=shards).")
+    parser.add_argument("out", help="folder for shard_*.pt and meta.json (must not hold shards yet)")
+    parser.add_argument("--generator", default="demo", help="a configs/generator entry")
+    parser.add_argument("--layer", type=int, required=True, help="0 = Gaussianised latent z, k >= 1 = input of block k")
+    parser.add_argument("--num-samples", type=int, default=100_000)
+    parser.add_argument("--noise-mode", default="random", choices=("random", "const", "none"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    entry = ROOT / "configs" / "generator" / f"{args.generator}.yaml"
+    if not entry.is_file():
+        raise SystemExit(f"error: no generator entry {entry}")
+    if args.num_samples < 1 or args.batch_size < 1:
+        raise SystemExit("error: --num-samples and --batch-size must be positive")
+    try:
+        G, proxy = build_generator(OmegaConf.to_container(OmegaConf.load(entry)), args.device, resolve=resolve_path)
+        source = GeneratorLayerLatents(G, args.layer, args.batch_size, proxy=proxy, noise_mode=args.noise_mode,
+                                       seed=args.seed, device=args.device)
+        out = cache_layer_latents(source, args.num_samples, args.out)
+    except (GeneratorConfigError, ValueError, FileExistsError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote {args.num_samples} layer-{args.layer} latents of {args.generator!r} to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,7 @@
 """Layer-latent datasets: shapes and layouts, seeding, shards, saved latents, normalisation."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -93,3 +95,18 @@ def test_minmax_normalizer():
     torch.testing.assert_close(u, (v + 1) / (4 + 1e-8))
     torch.testing.assert_close(norm.denormalize(u), v)
     assert MinMaxNormalizer.from_dict(norm.to_dict()).max == 3.0
+
+
+def test_cache_command_writes_shards_once(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "dataloaders.py", str(tmp_path / "lat"), "--generator", "tiny", "--layer", "1",
+           "--num-samples", "40", "--batch-size", "16"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    shards = LatentShards(tmp_path / "lat")
+    assert len(shards) == 40 and tuple(shards[0].shape) == (32, 4, 4)
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "already holds latent shards" in again.stderr and "Traceback" not in again.stderr
