@@ -185,9 +185,13 @@ class LatentShards(torch.utils.data.Dataset):
         return self.data[idx]
 
 
-def save_latents(path: str | Path, latents: Tensor, layer: int, **extra: object) -> None:
-    """Save solved latents of one layer: ``{'format', 'layer', 'latents': (N, ...), **extra}``."""
-    torch.save({"format": LATENTS_FORMAT, "layer": int(layer), "latents": latents.detach().cpu(), **extra}, path)
+def save_latents(path: str | Path, latents: Tensor, layer: int, overwrite: bool = False, **extra: object) -> None:
+    """Save solved latents of one layer: ``{'format', 'layer', 'latents': (N, ...), **extra}``.
+
+    Raises FileExistsError rather than replace an existing file, unless ``overwrite``.
+    """
+    with open(path, "wb" if overwrite else "xb") as f:
+        torch.save({"format": LATENTS_FORMAT, "layer": int(layer), "latents": latents.detach().cpu(), **extra}, f)
 
 
 def load_saved_latents(paths: list[str | Path], layer: int) -> Tensor:

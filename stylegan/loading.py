@@ -70,8 +70,11 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 # Public API.
 
 
-def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
-    """Write ``G`` in the project's self-describing format (constructor kwargs + weights); returns the path."""
+def save_generator(G: Generator, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``G`` in the project's self-describing format (constructor kwargs + weights); returns the path.
+
+    Raises FileExistsError rather than replace an existing file, unless ``overwrite``.
+    """
     init_kwargs = getattr(G, "init_kwargs", None)
     if not isinstance(init_kwargs, Mapping):
         raise TypeError("save_generator needs a stylegan.networks.Generator (with init_kwargs)")
@@ -83,7 +86,8 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
         "init_kwargs": plain(dict(init_kwargs)),
         "state_dict": {k: v.detach().cpu().clone() for k, v in G.state_dict().items()},
     }
-    torch.save(payload, path)
+    with open(path, "wb" if overwrite else "xb") as f:
+        torch.save(payload, f)
     return path
 
 

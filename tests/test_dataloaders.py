@@ -110,3 +110,10 @@ def test_cache_command_writes_shards_once(tmp_path):
     assert len(shards) == 40 and tuple(shards[0].shape) == (32, 4, 4)
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and "already holds latent shards" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_save_latents_never_replaces_a_file(tmp_path):
+    save_latents(tmp_path / "a.pt", torch.ones(2, 4, 4, 4), layer=1)
+    with pytest.raises(FileExistsError):
+        save_latents(tmp_path / "a.pt", torch.zeros(2, 4, 4, 4), layer=1)
+    assert load_saved_latents([tmp_path / "a.pt"], layer=1).eq(1).all()

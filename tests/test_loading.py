@@ -588,3 +588,14 @@ def test_cuda_device_without_cuda_is_one_clear_error(tmp_path):
     save_generator(G, tmp_path / "g.pt")
     with pytest.raises(ValueError, match="CUDA is not available"):
         load_generator(tmp_path / "g.pt", device="cuda")
+
+
+def test_save_generator_never_replaces_a_file(tmp_path):
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=32, channel_max=8))
+    path = save_generator(G, tmp_path / "g.pt")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        save_generator(G, path)
+    assert path.read_bytes() == before
+    save_generator(G, path, overwrite=True)
