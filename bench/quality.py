@@ -13,17 +13,19 @@ Two image sets, ``--images`` each:
 Every task (``configs/task``) x {naive, csgm, ilo, sgilo} runs ``solve_inverse.py`` once per method and set,
 with the same seed, so all methods see the same measurements. Step budgets are equal: CSGM one round of
 ``3 x --steps``, ILO and SGILO three rounds of ``--steps``. Sweeps over the number of measurements (sparse
-inpainting: observed fraction; compressed sensing: m / n) run on the in-range set.
+inpainting: observed fraction; compressed sensing: m / n) run on both sets. Two ablations on the
+held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO with ILO's l1 ball.
 
 Writes ``samples.png`` (the generator's samples), ``results.md`` (tables and whether SGILO >= ILO >= CSGM
 holds), ``results.json``, per-task grids
 ``recon_<set>_<task>.png`` (rows: images; columns: reference, measurement, naive, CSGM, ILO, SGILO) and
-``sweep_<name>.png``. Runs already finished under ``<out>/runs`` are reused, so an interrupted bench resumes.
+``sweep_<name>_<set>.png``. Runs already finished under ``<out>/runs`` are reused, so an interrupted bench resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +59,12 @@ SWEEPS = {  # name -> (x label, values, overrides for a value)
                            lambda f: ["task=compressed_sensing", f"operators.fraction={f}"]),
 }
 METRICS = ("psnr", "ssim", "lpips", "seconds")
+# What SGILO's prior adds, on the held-out set: SGILO with the prior step switched off (Langevin noise kept), and
+# SGILO with ILO's l1 ball added (the generator's `radius_per_generator` entry of configs/method/ilo.yaml).
+ABLATIONS = {
+    "sgilo_no_prior": ["latent_temperature=0", "gen_temperature=0"],
+    "sgilo_with_ball": "ilo_radius",
+}
 
 
 def method_overrides(method: str, steps: int) -> list[str]:
@@ -190,6 +199,7 @@ def main() -> None:
     parser.add_argument("--generator", default="demo")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per solve")
     parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--write-examples", type=Path, help="only write held-out example inputs into this folder")
     args = parser.parse_args()
     if args.images < 1 or args.steps < 1:
@@ -223,19 +233,36 @@ def main() -> None:
             recon_grid(runs, names, out / f"recon_{set_name}_{task}.png")
 
     if not args.no_sweeps:
-        for sweep, (xlabel, values, make) in SWEEPS.items():
+        for (sweep, (xlabel, values, make)), set_name in itertools.product(SWEEPS.items(), sets):
             table: dict[str, list] = {m: [] for m in ("naive", *METHODS)}
             for v in values:
                 for m in METHODS:
-                    data = solve(out / "runs" / f"sweep_{sweep}_{v}_{m}",
-                                 common + sets["in_range"] + make(v) + method_overrides(m, args.steps), n, args.threads)
+                    data = solve(out / "runs" / f"sweep_{set_name}_{sweep}_{v}_{m}",
+                                 common + sets[set_name] + make(v) + method_overrides(m, args.steps), n, args.threads)
                     s = summarise(data)
                     table[m].append(s["psnr"])
                     if m == METHODS[0]:
                         table["naive"].append(s["naive_psnr"])
-                print(f"sweep {sweep} {v}: " + ", ".join(f"{k} {table[k][-1]:.2f}" for k in table), flush=True)
-            results["sweeps"][sweep] = {"x": values, "xlabel": xlabel, "psnr": table}
-            line_chart(out / f"sweep_{sweep}.png", sweep.replace("_", " "), xlabel, values, table)
+                print(f"sweep {set_name} {sweep} {v}: " + ", ".join(f"{k} {table[k][-1]:.2f}" for k in table),
+                      flush=True)
+            key = f"{sweep}_{set_name}"
+            results["sweeps"][key] = {"x": values, "xlabel": xlabel, "psnr": table, "set": set_name, "task": sweep}
+            line_chart(out / f"sweep_{key}.png", f"{sweep} ({set_name})".replace("_", " "), xlabel, values, table)
+
+    if not args.no_ablations:
+        radius = OmegaConf.load(ROOT / "configs" / "method" / "ilo.yaml").radius_per_generator.get(args.generator)
+        for task, task_overrides in TASKS.items():
+            row = {}
+            for name, extra in ABLATIONS.items():
+                if extra == "ilo_radius":
+                    extra = [f"radius=[{','.join(str(r) for r in radius)}]"] if radius is not None else []
+                data = solve(out / "runs" / f"held_out_{task}_{name}", common + sets["held_out"] + task_overrides
+                             + method_overrides("sgilo", args.steps) + extra, n, args.threads)
+                row[name] = summarise(data)
+            row["sgilo"] = results["tasks"]["held_out"][task]["sgilo"]
+            row["ilo"] = results["tasks"]["held_out"][task]["ilo"]
+            results.setdefault("ablations", {})[task] = row
+            print(f"ablation {task}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in row.items()), flush=True)
 
     results["seconds"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -256,12 +283,20 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {task.replace('_', ' ')} | {cell(s['csgm'], 'naive_')} | "
                          + " | ".join(cell(s[m]) for m in METHODS) + f" | {claim(s)} | {secs} |")
         lines.append("")
-    for sweep, data in results["sweeps"].items():
-        lines += [f"**{sweep.replace('_', ' ')}** (in-range, PSNR dB)", "",
+    for data in results["sweeps"].values():
+        lines += [f"**{data['task'].replace('_', ' ')}** ({data['set'].replace('_', '-')}, PSNR dB)", "",
                   f"| {data['xlabel']} | " + " | ".join(LABELS[k] for k in data["psnr"]) + " |",
                   "|---|" + "---|" * len(data["psnr"])]
         for i, x in enumerate(data["x"]):
             lines.append(f"| {x:g} | " + " | ".join(f"{data['psnr'][k][i]:.2f}" for k in data["psnr"]) + " |")
+        lines.append("")
+    if results.get("ablations"):
+        lines += ["**What the prior adds** (held-out, PSNR dB / SSIM): SGILO without its prior step (Langevin noise "
+                  "kept), SGILO, SGILO with ILO's l1 ball, and ILO", "",
+                  "| task | SGILO, no prior | SGILO | SGILO + ball | ILO |", "|---|---|---|---|---|"]
+        for task, row in results["ablations"].items():
+            lines.append(f"| {task.replace('_', ' ')} | " + " | ".join(
+                cell(row[k]) for k in ("sgilo_no_prior", "sgilo", "sgilo_with_ball", "ilo")) + " |")
         lines.append("")
     return "\n".join(lines)
 

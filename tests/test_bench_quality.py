@@ -22,10 +22,12 @@ def test_quality_bench_writes_tables_and_figures(tmp_path):
     for tasks in results["tasks"].values():
         assert len(tasks) == 5 and all(set(s) == {"csgm", "ilo", "sgilo"} for s in tasks.values())
         assert all(s["csgm"]["naive_psnr"] is not None for s in tasks.values())
-    assert set(results["sweeps"]) == {"sparse_inpainting", "compressed_sensing"}
+    sweeps = {f"{task}_{s}" for task in ("sparse_inpainting", "compressed_sensing") for s in ("in_range", "held_out")}
+    assert set(results["sweeps"]) == sweeps
     md = (tmp_path / "results.md").read_text()
     assert "| inpainting |" in md and "SGILO ≥ ILO ≥ CSGM" in md
-    for name in ["samples.png", "recon_held_out_denoising.png", "sweep_compressed_sensing.png"]:
+    for name in ["samples.png", "recon_held_out_denoising.png", "sweep_compressed_sensing_held_out.png"]:
         assert (tmp_path / name).stat().st_size > 0, name
     again = subprocess.run(cmd + ["--no-sweeps"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("s/image") == 30  # every run reused, none solved again
+    assert "What the prior adds" in md and len(results["ablations"]) == 5
