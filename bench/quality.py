@@ -1,8 +1,8 @@
 """Reconstruction quality of every method on every task, with the demo generator and its priors.
 
-    python bench/quality.py                        # ~25 min on a 2-core CPU; writes bench/results/
+    python bench/quality.py                        # 88 solves, ~17 min on a 2-core CPU; writes bench/results/
     python bench/quality.py --images 2 --out /tmp/q --no-sweeps     # a quick look
-    python bench/quality.py --write-examples images/                 # the held-out example inputs
+    python bench/quality.py --images 6 --write-examples images/      # the held-out example inputs
 
 Two image sets, ``--images`` each:
 
@@ -192,12 +192,12 @@ def claim(s: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--images", type=int, default=4, help="images per set")
+    parser.add_argument("--images", type=int, default=8, help="images per set")
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per round (CSGM: 3x in one round)")
     parser.add_argument("--seed", type=int, default=1, help="in-range references, measurement noise, solver")
     parser.add_argument("--heldout-seed", type=int, default=7, help="which held-out crops")
     parser.add_argument("--generator", default="demo")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per solve")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per solve")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--write-examples", type=Path, help="only write held-out example inputs into this folder")
