@@ -557,10 +557,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a prior.pt or step_*.pt written by train_score.py")
     parser.add_argument("out", help="where to write the copy (must not exist)")
     args = parser.parse_args(argv)
-    if Path(args.out).exists():
-        raise SystemExit(f"error: {args.out} exists; not overwriting it")
     try:
         path = ScorePrior.load(args.checkpoint).save(args.out, for_sampling=True)
+    except FileExistsError:
+        raise SystemExit(f"error: {args.out} exists; not overwriting it") from None
     except PriorFormatError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -80,8 +80,10 @@ class MappingProxy(torch.nn.Module):
         var = (total_sq - num_samples * mean.square()) / (num_samples - 1)
         return cls(mean.float(), var.clamp_min(0).sqrt().float())
 
-    def save(self, path: str | Path) -> None:
-        torch.save({"mean": self.mean.cpu(), "std": self.std.cpu()}, str(path))
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write ``gaussian_fit.pt``; raises FileExistsError rather than replace a file, unless ``overwrite``."""
+        with open(path, "wb" if overwrite else "xb") as f:
+            torch.save({"mean": self.mean.cpu(), "std": self.std.cpu()}, f)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> MappingProxy:
@@ -110,15 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if Path(args.out).exists():
-        raise SystemExit(f"error: {args.out} exists; not overwriting it")
     try:
         G = load_generator(args.generator)
-        proxy = MappingProxy.fit(G.mapping, num_samples=args.samples, seed=args.seed)
+        MappingProxy.fit(G.mapping, num_samples=args.samples, seed=args.seed).save(args.out)
+    except FileExistsError:
+        raise SystemExit(f"error: {args.out} exists; not overwriting it") from None
     except (OSError, CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    proxy.save(args.out)
-    print(f"wrote {args.out} (w_dim {proxy.w_dim}, {args.samples} samples, seed {args.seed})")
+    print(f"wrote {args.out} (w_dim {G.w_dim}, {args.samples} samples, seed {args.seed})")
 
 
 if __name__ == "__main__":

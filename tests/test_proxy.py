@@ -58,6 +58,10 @@ def test_save_load_round_trip(tmp_path):
     assert set(raw) == {"mean", "std"}
     loaded = MappingProxy.load(path)
     assert torch.equal(loaded.mean, proxy.mean) and torch.equal(loaded.std, proxy.std)
+    with pytest.raises(FileExistsError):  # never replaces a file unless asked
+        MappingProxy(torch.zeros(6), torch.ones(6)).save(path)
+    assert torch.equal(MappingProxy.load(path).mean, proxy.mean)
+    MappingProxy(torch.zeros(6), torch.ones(6)).save(path, overwrite=True)
 
 
 def test_load_errors(tmp_path):
