@@ -1,13 +1,17 @@
-"""Train a small StyleGAN2 on crops of the offline sample photographs.
+"""Train a small StyleGAN2 with adaptive discriminator augmentation on an image folder or dataset zip.
 
-    python train_stylegan.py                                  # 32 px, small channels, batch 16, 2000 steps
+    python train_stylegan.py                                  # the emoji faces (prepared on first use), 32 px
+    python train_stylegan.py data.train=~/datasets/cats.zip data.val=null data.held_out=null
+    python train_stylegan.py ada.target=null                  # no augmentation
     python train_stylegan.py steps=20                         # a smoke run (seconds on CPU)
     python train_stylegan.py resume=outputs/train_stylegan/<run>/checkpoints/step_0000500.pt steps=4000
 
-Writes into the Hydra run directory: ``checkpoints/step_*.pt`` (resumable: G, D, G_ema, optimisers, step, RNG),
-``samples/step_*.png`` (G_ema on fixed z) and ``reals.png``, ``train_log.csv`` (losses, R1, SWD against held-out
-crops; + TensorBoard when installed), ``generator.pt`` (the final G_ema, for ``stylegan.load_generator``) and
-``summary.json``. The loop itself lives in :mod:`stylegan.training`.
+Data: a folder or zip in NVIDIA's dataset_tool layout, or ``emoji:<split>`` (:mod:`data.emoji`). Writes into the
+Hydra run directory: ``checkpoints/step_*.pt`` (resumable: G, D, G_ema, optimisers, ADA state, step, RNG),
+``samples/step_*.png`` (G_ema on fixed z) and ``reals.png``, ``train_log.csv`` (losses, R1, ADA's p and r_t, SWD
+to the validation images; + TensorBoard when installed), ``generator.pt`` (the final G_ema, for
+``stylegan.load_generator``) and ``summary.json`` (+ SWD to the held-out images and its floor, training images
+against held-out ones). The loop itself lives in :mod:`stylegan.training`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dataloaders import PhotoCrops
+from data import open_images
 from stylegan.discriminator import Discriminator
 from stylegan.loading import save_generator
 from stylegan.networks import Generator
@@ -55,7 +59,9 @@ def _build(cfg: DictConfig) -> tuple[Generator, Discriminator, GANSettings]:
             betas=tuple(float(b) for b in cfg.betas), r1_gamma=float(cfg.r1_gamma),
             d_reg_interval=int(cfg.d_reg_interval), ema_kimg=float(cfg.ema_kimg),
             ema_rampup=None if cfg.ema_rampup is None else float(cfg.ema_rampup),
-            style_mixing_prob=float(cfg.style_mixing_prob))
+            style_mixing_prob=float(cfg.style_mixing_prob),
+            ada_target=None if cfg.ada.target is None else float(cfg.ada.target), ada_interval=int(cfg.ada.interval),
+            ada_kimg=float(cfg.ada.kimg), ada_p=float(cfg.ada.p))
         seed_everything(cfg.seed)  # initial weights
         G = Generator(c_dim=0, img_resolution=res, img_channels=3, **to_plain(OmegaConf.to_container(cfg.G)))
         D = Discriminator(c_dim=0, img_resolution=res, img_channels=3, **to_plain(OmegaConf.to_container(cfg.D)))
@@ -74,12 +80,11 @@ def train(cfg: DictConfig) -> None:
         raise UserError(f"{out_dir} already holds a training run; choose another hydra.run.dir")
     G, D, settings = _build(cfg)
     d = cfg.data
+    res = int(cfg.resolution)
     try:
-        crops = dict(min_scale=float(d.min_scale), max_scale=float(d.max_scale), short_side=int(d.short_side))
-        train_data = PhotoCrops(int(cfg.resolution), "train", length=int(d.length), seed=int(d.seed),
-                                flip=bool(d.flip), **crops)
-        heldout = PhotoCrops(int(cfg.resolution), "heldout", length=int(cfg.metric.num_images), seed=int(d.seed),
-                             flip=False, **crops)
+        train_data = open_images(d.train, res)
+        val = open_images(d.val, res, max_images=int(cfg.metric.num_images)) if d.val else None
+        held_out = open_images(d.held_out, res, max_images=int(cfg.metric.num_images)) if d.held_out else None
     except ValueError as exc:
         raise UserError(f"data: {exc}") from None
     trainer = StyleGANTrainer(G, D, train_data, settings, device)
@@ -93,15 +98,23 @@ def train(cfg: DictConfig) -> None:
             raise UserError(f"resume {path}: {exc}") from None
         log.info("resumed %s at step %d", path, trainer.step)
 
-    reference = heldout.batch(range(len(heldout)))
     swd_kwargs = dict(patches_per_image=int(cfg.metric.patches_per_image),
                       min_resolution=int(cfg.metric.min_resolution))
+    # The SWD reference during training: the validation images (else a fixed subset of the training images).
+    if val is not None:
+        reference = val.batch(range(len(val)))
+    else:
+        pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(SAMPLE_SEED))
+        reference = train_data.batch(pick[: int(cfg.metric.num_images)])
     # How far two real image sets are apart: the floor a perfect generator would reach.
-    floor = swd(reference, train_data.batch(range(len(reference))), seed=SAMPLE_SEED, **swd_kwargs)["swd"]
-    save_grid(train_data.batch(range(int(cfg.grid_size))), out_dir / "reals.png", overwrite=True)
-    log.info("G %d / D %d parameters, %d px, batch %d, held-out %s, SWD(train, held-out) %.4f, run dir %s",
-             sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters()), cfg.resolution,
-             settings.batch_size, ",".join(heldout.source_names()), floor, out_dir)
+    floors = {name: _floor(ref, train_data, swd_kwargs) for name, ref in (("val", val), ("held_out", held_out))
+              if ref is not None}
+    save_grid(train_data.batch(range(0, len(train_data), max(1, len(train_data) // int(cfg.grid_size)))
+                               [: int(cfg.grid_size)]), out_dir / "reals.png", overwrite=True)
+    log.info("G %d / D %d parameters, %d px, batch %d, %d training images (%s), SWD floors %s, ADA %s, run dir %s",
+             sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters()), res,
+             settings.batch_size, len(train_data), d.train, {k: round(v, 4) for k, v in floors.items()},
+             "off" if settings.ada_target is None else f"target {settings.ada_target}", out_dir)
 
     def checkpoint(step: int) -> None:
         path = torch_save_new(trainer.state_dict(config=to_plain(OmegaConf.to_container(cfg))),
@@ -124,12 +137,21 @@ def train(cfg: DictConfig) -> None:
         scalars.close()
     path = save_generator(trainer.G_ema, out_dir / "generator.pt")
     summary = {"generator": str(path), "step": trainer.step, "kimg": trainer.nimg / 1000,
-               "swd_train_vs_heldout": floor,
-               "heldout_photos": list(heldout.source_names()), "train_photos": list(train_data.source_names()),
-               **stats}
+               "train": str(d.train), "num_train": len(train_data), "ada_p": float(trainer.augment.p),
+               **{f"swd_{k}_floor": v for k, v in floors.items()}, **stats}
+    if held_out is not None:  # the number to compare with the floor: G_ema against images no setting saw
+        summary["swd_held_out"] = swd_metric(trainer.G_ema, held_out.batch(range(len(held_out))), SAMPLE_SEED,
+                                             device, **swd_kwargs)()["swd"]
     save_json(summary, out_dir / "summary.json")
-    log.info("saved %s (%.2f steps/s, %.3f kimg/s over %d steps; SWD to held-out %.4f, floor %.4f)", path,
-             stats["steps_per_second"], stats["kimg_per_second"], stats["steps"], stats.get("swd", float("nan")), floor)
+    log.info("saved %s (%.2f steps/s, %.3f kimg/s over %d steps; SWD to val %.4f; to held-out %.4f, floor %.4f)",
+             path, stats["steps_per_second"], stats["kimg_per_second"], stats["steps"], stats.get("swd", float("nan")),
+             summary.get("swd_held_out", float("nan")), floors.get("held_out", float("nan")))
+
+
+def _floor(reference, train_data, swd_kwargs: dict) -> float:
+    """SWD between ``reference`` and as many fixed training images: what a perfect generator would score."""
+    pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(SAMPLE_SEED))[: len(reference)]
+    return swd(reference.batch(range(len(reference))), train_data.batch(pick), seed=SAMPLE_SEED, **swd_kwargs)["swd"]
 
 
 register_resolvers()

@@ -2,13 +2,13 @@
 
     python bench/quality.py                        # 88 solves, ~17 min on a 2-core CPU; writes bench/results/
     python bench/quality.py --images 2 --out /tmp/q --no-sweeps     # a quick look
-    python bench/quality.py --images 6 --write-examples images/      # the held-out example inputs
 
 Two image sets, ``--images`` each:
 
 * in-range: references sampled from the generator (``input_source=generator``, ``--seed``);
-* held-out: crops of the photographs the generator never saw (``dataloaders.PhotoCrops`` split 'heldout'),
-  written as PNGs under ``<out>/heldout/`` and read back as a folder, like a user's photos.
+* held-out: emoji of the held-out split (``images/held_out/``: identities the generator never saw in any skin tone
+  or style), drawn with ``--heldout-seed``, copied to ``<out>/heldout/`` and read back as a folder, like a user's
+  images.
 
 Every task (``configs/task``) x {naive, csgm, ilo, sgilo} runs ``solve_inverse.py`` once per method and set,
 with the same seed, so all methods see the same measurements. Step budgets are equal: CSGM one round of
@@ -28,6 +28,8 @@ import argparse
 import itertools
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -75,15 +77,20 @@ def method_overrides(method: str, steps: int) -> list[str]:
     return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
 
 
-def write_heldout(folder: Path, count: int, resolution: int, seed: int) -> Path:
-    """``count`` held-out crops as PNGs (kept if already there)."""
-    from dataloaders import PhotoCrops
-
-    crops = PhotoCrops(resolution, split="heldout", length=count, seed=seed, flip=False)
-    for i in range(count):
-        path = folder / f"heldout_{i:02d}.png"
-        if not path.exists():
-            save_image(crops[i], path)
+def write_heldout(folder: Path, count: int, seed: int, source: Path = ROOT / "images" / "held_out") -> Path:
+    """``count`` images of ``source`` drawn with ``seed``, copied into ``folder`` (which must hold no others)."""
+    files = sorted(source.glob("*.png"))
+    if len(files) < count:
+        raise SystemExit(f"error: {source} holds {len(files)} images, fewer than {count}")
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:count]
+    chosen = [files[i] for i in sorted(order.tolist())]
+    folder.mkdir(parents=True, exist_ok=True)
+    present = {p.name for p in folder.glob("*.png")}
+    if present and present != {f.name for f in chosen}:
+        raise SystemExit(f"error: {folder} holds other images; remove it (or choose another --out)")
+    for f in chosen:
+        if f.name not in present:
+            shutil.copyfile(f, folder / f.name)
     return folder
 
 
@@ -112,6 +119,8 @@ def mean(records: list[dict], key: str) -> float | None:
 def summarise(data: dict) -> dict[str, float | None]:
     records = data["images"]
     out = {k: mean(records, k) for k in METRICS}
+    psnrs = [r["psnr"] for r in records if r.get("psnr") is not None]
+    out["psnr_std"] = statistics.stdev(psnrs) if len(psnrs) > 1 else None
     out.update({f"naive_{k}": mean(records, f"naive_{k}") for k in ("psnr", "ssim", "lpips")})
     out["failed"] = sum(bool(r.get("failed")) for r in records)
     return out
@@ -176,7 +185,9 @@ def line_chart(path: Path, title: str, xlabel: str, xs: list[float], series: dic
 
 def cell(s: dict, prefix: str = "") -> str:
     psnr, ssim, lp = s[f"{prefix}psnr"], s[f"{prefix}ssim"], s[f"{prefix}lpips"]
-    text = f"{psnr:.2f} / {ssim:.3f}" if psnr is not None else "failed"
+    spread = s.get(f"{prefix}psnr_std")
+    text = f"{psnr:.2f}" + (f" ± {spread:.2f}" if spread is not None else "") + f" / {ssim:.3f}" \
+        if psnr is not None else "failed"
     return text + (f" / {lp:.3f}" if lp is not None else "")
 
 
@@ -195,24 +206,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="images per set")
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per round (CSGM: 3x in one round)")
     parser.add_argument("--seed", type=int, default=1, help="in-range references, measurement noise, solver")
-    parser.add_argument("--heldout-seed", type=int, default=7, help="which held-out crops")
+    parser.add_argument("--heldout-seed", type=int, default=7, help="which held-out images")
     parser.add_argument("--generator", default="demo")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per solve")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
-    parser.add_argument("--write-examples", type=Path, help="only write held-out example inputs into this folder")
     args = parser.parse_args()
     if args.images < 1 or args.steps < 1:
         raise SystemExit("error: --images and --steps must be positive")
-    if args.write_examples:
-        write_heldout(args.write_examples, args.images, 32, args.heldout_seed)
-        print(f"wrote {args.images} held-out crops to {args.write_examples}")
-        return
 
     start = time.perf_counter()
     out, n = args.out, args.images
     sample_grid(args.generator, out / "samples.png")
-    heldout = write_heldout(out / "heldout", n, 32, args.heldout_seed)
+    heldout = write_heldout(out / "heldout", n, args.heldout_seed)
     sets = {"in_range": ["input_source=generator", f"num_images={n}"],
             "held_out": ["input_source=folders", f"input_folders=[{heldout}]", f"max_images={n}"]}
     common = [f"generator={args.generator}", f"seed={args.seed}"]
@@ -272,8 +278,8 @@ def main() -> None:
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Generator `{args.generator}`, {args.images} images per set, seed {args.seed}, {args.steps} Adam steps "
-             f"per round (CSGM {3 * args.steps} in one). Cells: PSNR (dB) / SSIM (/ LPIPS when its weights are "
-             "available), mean over the images.", ""]
+             f"per round (CSGM {3 * args.steps} in one). Cells: PSNR (dB) ± its standard deviation over the "
+             "images / SSIM (/ LPIPS when its weights are available), means over the images.", ""]
     for set_name, tasks in results["tasks"].items():
         lines += [f"**{set_name.replace('_', '-')}**", "",
                   "| task | naive | CSGM | ILO | SGILO | SGILO ≥ ILO ≥ CSGM | s/image (CSGM / ILO / SGILO) |",

@@ -12,10 +12,14 @@ Objective (Karras et al. 2020, StyleGAN2; facts as in NVIDIA's stylegan2-ada-pyt
   ``ema_rampup * images seen`` early on, buffers copied;
 - style mixing: with probability ``style_mixing_prob`` the ws from a cut-off layer on come from a second z.
 
-Not implemented (yet): path-length regularisation of G, ADA augmentation, mixed precision, several processes.
+- adaptive discriminator augmentation (:mod:`stylegan.augment`, optional): D sees every image, real or fake,
+  through the augmentation pipe, R1 included (its gradient is taken w.r.t. the un-augmented reals); the strength
+  p follows the overfitting heuristic r_t = E[sign(D(real))] toward its target.
+
+Not implemented (yet): path-length regularisation of G, mixed precision, several processes.
 
 The data is any indexable dataset of (3, R, R) images in [-1, 1] with a ``batch(indices)`` method, e.g.
-:class:`dataloaders.PhotoCrops`. All randomness of a step comes from torch's global RNG (batch indices, z,
+:class:`data.images.ImageDataset`. All randomness of a step comes from torch's global RNG (batch indices, z,
 synthesis noise, mixing), whose state goes into every checkpoint, so a resumed run repeats the original.
 """
 
@@ -31,12 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stylegan.augment import AdaController, AugmentPipe
 from stylegan.discriminator import Discriminator
 from stylegan.networks import Generator
 from stylegan.swd import swd
 
 TRAINING_FORMAT = "sgilo.stylegan_training"
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2  # 2: + ADA state (version 1 checkpoints load with p = 0)
 
 
 class ImageBatches(Protocol):
@@ -61,6 +66,10 @@ class GANSettings:
     ema_kimg: float = 5.0
     ema_rampup: float | None = 0.05
     style_mixing_prob: float = 0.9
+    ada_target: float | None = None  # None: no augmentation; else ADA's r_t target (paper: 0.6)
+    ada_interval: int = 4  # steps between adjustments of p
+    ada_kimg: float = 100.0  # thousands of images for p to move from 0 to 1
+    ada_p: float = 0.0  # initial p (with ada_target None: a fixed strength, 0 = off)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1:
@@ -69,6 +78,8 @@ class GANSettings:
             raise ValueError("r1_gamma and d_reg_interval must be >= 0")
         if not 0 <= self.style_mixing_prob <= 1:
             raise ValueError(f"style_mixing_prob must lie in [0, 1], got {self.style_mixing_prob}")
+        if not 0 <= self.ada_p <= 1:
+            raise ValueError(f"ada_p must lie in [0, 1], got {self.ada_p}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -95,7 +106,7 @@ def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def r1_penalty(D: torch.nn.Module, reals: Tensor) -> Tensor:
+def r1_penalty(D: Callable[[Tensor], Tensor], reals: Tensor) -> Tensor:
     """Per-image squared gradient norm of D's logit w.r.t. its real input: (N, C, R, R) -> (N,), >= 0.
 
     Built with ``create_graph`` so that the penalty itself back-propagates into D's parameters.
@@ -166,6 +177,14 @@ class StyleGANTrainer:
         self.opt_D = lazy_adam(self.D.parameters(), s.d_lr, s.betas, s.d_reg_interval if s.r1_gamma > 0 else 0)
         self.step = 0
         self.nimg = 0
+        self.augment = AugmentPipe().to(self.device)
+        self.augment.p.fill_(s.ada_p)
+        self.ada = (AdaController(self.augment, s.ada_target, s.ada_interval, s.ada_kimg)
+                    if s.ada_target is not None else None)
+
+    def _D(self, images: Tensor) -> Tensor:
+        """D's logits (N, 1) of augmented images (the pipe is the identity at p = 0)."""
+        return self.D(self.augment(images))
 
     def _reals(self) -> Tensor:
         idx = torch.randint(len(self.data), (self.settings.batch_size,))
@@ -183,7 +202,7 @@ class StyleGANTrainer:
 
         # Generator: non-saturating loss through a frozen D.
         self.G.requires_grad_(True)
-        fake_logits = self.D(self._fakes(grad=True))
+        fake_logits = self._D(self._fakes(grad=True))
         loss_G = g_nonsaturating_loss(fake_logits)
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
@@ -194,18 +213,22 @@ class StyleGANTrainer:
         # Discriminator: logistic loss on fresh fakes and reals.
         self.D.requires_grad_(True)
         reals = self._reals()
-        fake_logits = self.D(self._fakes(grad=False).detach())
-        real_logits = self.D(reals)
+        fake_logits = self._D(self._fakes(grad=False).detach())
+        real_logits = self._D(reals)
         loss_D = d_logistic_loss(real_logits, fake_logits)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         self.opt_D.step()
         out.update(loss_D=loss_D.item(), logits_real=real_logits.mean().item(), logits_fake=fake_logits.mean().item())
+        if self.ada is not None:
+            self.ada.observe(real_logits, s.batch_size)
+            out["ada_rt"] = self.ada.rt
+        out["ada_p"] = float(self.augment.p)
 
         # Lazy R1: a separate D step every d_reg_interval steps, weighted by the interval.
         out["r1"] = float("nan")
         if s.r1_gamma > 0 and s.d_reg_interval > 0 and self.step % s.d_reg_interval == 0:
-            penalty = r1_penalty(self.D, reals)
+            penalty = r1_penalty(self._D, reals)
             loss_r1 = penalty.mean() * (s.r1_gamma / 2) * s.d_reg_interval
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
@@ -236,7 +259,7 @@ class StyleGANTrainer:
         start_step = self.step
         overhead = 0.0  # seconds spent in metric / image / checkpoint callbacks
         sums: dict[str, list[float]] = {}
-        names = ("loss_G", "loss_D", "logits_real", "logits_fake", "r1")
+        names = ("loss_G", "loss_D", "logits_real", "logits_fake", "r1", "ada_p", "ada_rt")
         metric_keys: list[str] = []
         last_values: dict[str, float] = {}
         if metric is not None and self.step < self.settings.steps:
@@ -299,6 +322,7 @@ class StyleGANTrainer:
             "G_kwargs": dict(self.G.init_kwargs), "D_kwargs": dict(self.D.init_kwargs),
             "G": cpu(self.G.state_dict()), "D": cpu(self.D.state_dict()), "G_ema": cpu(self.G_ema.state_dict()),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "rng": rng,
+            "ada": self.ada.state_dict() if self.ada is not None else {"p": float(self.augment.p)},
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.settings).items()},
             **extra,
         }
@@ -323,6 +347,11 @@ class StyleGANTrainer:
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.step, self.nimg = int(state["step"]), int(state["nimg"])
+        ada = state.get("ada", {"p": 0.0})  # version 1: trained without augmentation
+        if self.ada is not None and "steps" in ada:
+            self.ada.load_state_dict(ada)
+        else:
+            self.augment.p.fill_(float(ada["p"]))
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)

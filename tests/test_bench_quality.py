@@ -31,3 +31,17 @@ def test_quality_bench_writes_tables_and_figures(tmp_path):
     again = subprocess.run(cmd + ["--no-sweeps"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("s/image") == 30  # every run reused, none solved again
     assert "What the prior adds" in md and len(results["ablations"]) == 5
+
+
+@pytest.mark.slow
+def test_range_check_writes_its_table(tmp_path):
+    cmd = [sys.executable, "bench/range_check.py", "--generator", "tiny", "--images", "2", "--steps", "1", "--out",
+           str(tmp_path), "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "range.json").read_text())
+    assert set(results["psnr"]) == {"in_range", "held_out"}
+    assert all(set(row) == {"csgm", "csgm_long", "ilo_layer1", "ilo_layer2", "ilo_layer3"}
+               for row in results["psnr"].values())
+    assert len(list((tmp_path / "range_heldout").glob("*.png"))) == 2
+    assert "| held-out |" in (tmp_path / "range.md").read_text()

@@ -53,7 +53,7 @@ def test_demo_generator_images_are_not_constant():
 
 def test_readme_commands_run_on_the_demo(tmp_path):
     solve = tmp_path / "solve"
-    proc = run("solve_inverse.py", "steps=[5,5,5]", "num_images=2", "batch_size=2", "progress=false",
+    proc = run("solve_inverse.py", "steps=[5,5,5]", "max_images=2", "batch_size=2", "progress=false",
                f"hydra.run.dir={solve}")
     assert "sgilo / inpainting / demo" in proc.stdout
     assert len(json.loads((solve / "metrics.json").read_text())["images"]) == 2

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["generator=tiny", "generator.fit_samples=1000", "progress=false", "num_threads=1", "num_images=2",
-         "batch_size=2"]
+QUICK = ["generator=tiny", "generator.fit_samples=1000", "progress=false", "num_threads=1", "input_source=generator",
+         "num_images=2", "batch_size=2"]
 
 
 def command(*overrides: str, launcher: list[str] | None = None) -> list[str]:

@@ -1,12 +1,16 @@
 """train_stylegan.py from the command line (tiny settings, tmp run dirs) and the pieces of stylegan.training."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from stylegan import load_generator
 from stylegan.discriminator import Discriminator
@@ -15,17 +19,39 @@ from stylegan.training import d_logistic_loss, ema_beta, g_nonsaturating_loss, l
 from utils import read_scalar_log
 
 ROOT = Path(__file__).resolve().parents[1]
-# 16 px, 16 channels, batch 4, 8 held-out images: only what keeps the run a few seconds long.
+# 16 px, 16 channels, batch 4, 8 validation images: only what keeps the run a few seconds long.
 TINY = ["resolution=16", "G.z_dim=16", "G.w_dim=16", "G.synthesis_kwargs.channel_max=16", "D.channel_max=16",
-        "batch_size=4", "d_reg_interval=2", "data.short_side=48", "data.length=200", "metric.num_images=8",
+        "batch_size=4", "d_reg_interval=2", "metric.num_images=8",
         "metric.patches_per_image=8", "metric.min_resolution=8", "metric.every=3", "grid_size=4",
         "image_every=3", "ckpt_every=3", "log_every=1", "progress=false", "num_threads=1", "steps=6"]
 
 
-def run(*overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "train_stylegan.py", *overrides], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+def _image_folder(folder: Path, count: int, seed: int) -> Path:
+    """``count`` 24-px RGBA PNGs (blobs on transparency): exercises the resize and the white compositing."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        a = np.zeros((24, 24, 4), np.uint8)
+        y, x = rng.integers(2, 12, size=2)
+        a[y : y + 10, x : x + 10] = [*rng.integers(0, 255, size=3), 255]
+        Image.fromarray(a, "RGBA").save(folder / f"img{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("images")
+    train, val = _image_folder(root / "train", 24, 0), _image_folder(root / "val", 8, 1)
+    return [f"data.train={train}", f"data.val={val}", f"data.held_out={val}"]
+
+
+@pytest.fixture(scope="module")
+def run(data_dirs):
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+        return subprocess.run([sys.executable, "train_stylegan.py", *data_dirs, *overrides], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    return run
 
 
 def ok(proc: subprocess.CompletedProcess) -> None:
@@ -33,7 +59,7 @@ def ok(proc: subprocess.CompletedProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, run) -> Path:
     run_dir = tmp_path_factory.mktemp("stylegan") / "run"
     ok(run(*TINY, f"hydra.run.dir={run_dir}"))
     return run_dir
@@ -52,11 +78,17 @@ def test_training_writes_checkpoints_samples_log_and_a_loadable_generator(traine
     assert G(torch.randn(2, 16), None).shape == (2, 3, 16, 16)
     state = torch.load(trained / "checkpoints" / "step_0000006.pt", weights_only=True)
     assert state["step"] == 6 and state["nimg"] == 24
-    assert set(state) >= {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "settings", "config"}
+    assert set(state) >= {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "settings", "config", "ada"}
+    # ADA is on by default: its strength is logged, saved and moves with r_t.
+    assert all(0 <= r["ada_p"] <= 1 for r in rows[1:]) and state["ada"]["steps"] == 6
+    if importlib.util.find_spec("tensorboard") is not None:  # the same scalars, SWD included, for TensorBoard
+        assert any((trained / "tensorboard").glob("events.out.tfevents.*"))
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["swd_held_out"] > 0 and summary["swd_held_out_floor"] >= 0 and summary["num_train"] == 24
     assert all(torch.equal(G.state_dict()[k], v) for k, v in state["G_ema"].items())
 
 
-def test_resume_continues_from_the_saved_step(trained, tmp_path):
+def test_resume_continues_from_the_saved_step(trained, tmp_path, run):
     ok(run(*TINY, f"resume={trained / 'checkpoints' / 'step_0000003.pt'}", f"hydra.run.dir={tmp_path / 'resumed'}"))
     rows = read_scalar_log(tmp_path / "resumed" / "train_log.csv")
     assert [int(r["step"]) for r in rows] == [3, 4, 5, 6]
@@ -67,9 +99,17 @@ def test_resume_continues_from_the_saved_step(trained, tmp_path):
             assert torch.allclose(value, b[key][name], atol=1e-5), (key, name)
 
 
-def test_bad_resume_is_one_line_error(tmp_path):
+def test_bad_resume_is_one_line_error(tmp_path, run):
     proc = run(*TINY, f"resume={tmp_path / 'missing.pt'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: resume") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, message", [("data.train=/no/such/folder", "error: data: no dataset"),
+                                                ("data.val=emoji:test", "error: data: 'emoji:test'")])
+def test_bad_data_is_one_line_error(tmp_path, run, override, message):
+    proc = run(*TINY, override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def _tiny_nets() -> tuple[Generator, Discriminator]:
