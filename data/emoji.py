@@ -42,6 +42,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from data.images import on_white
+
 
 @dataclass(frozen=True)
 class EmojiPackage:
@@ -159,9 +161,7 @@ def fetch_package(package: EmojiPackage, folder: Path) -> Path:
 def to_rgb(png: bytes, resolution: int) -> Image.Image:
     """RGBA emoji art -> RGB on white, resized with Lanczos antialiasing to (resolution, resolution)."""
     with Image.open(io.BytesIO(png)) as art:
-        art = art.convert("RGBA")
-    canvas = Image.new("RGBA", art.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(canvas, art).convert("RGB")
+        rgb = on_white(art.convert("RGBA"))
     if rgb.size != (resolution, resolution):
         rgb = rgb.resize((resolution, resolution), Image.Resampling.LANCZOS)
     return rgb

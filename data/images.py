@@ -19,12 +19,17 @@ from torch import Tensor
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _square(img: Image.Image, resolution: int) -> np.ndarray:
+def on_white(img: Image.Image) -> Image.Image:
+    """Any PIL image as RGB; transparent pixels (RGBA, LA, palette with transparency) composited on white."""
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent art goes on white
-        img = Image.alpha_composite(canvas, rgba)
-    img = img.convert("RGB")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert("RGB")
+
+
+def _square(img: Image.Image, resolution: int) -> np.ndarray:
+    """Centre crop to a square, Lanczos resize to ``resolution``: uint8 (R, R, 3)."""
+    img = on_white(img)
     w, h = img.size
     side = min(w, h)
     img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))

@@ -174,3 +174,12 @@ def test_committed_splits_match_the_split_function():
     val = {r["identity"] for r in json.loads((ROOT / "images" / "val" / "manifest.json").read_text())["images"]}
     held = {r["identity"] for r in json.loads((ROOT / "images" / "held_out" / "manifest.json").read_text())["images"]}
     assert not val & held
+
+
+def test_examples_are_held_out_images():
+    examples = sorted((ROOT / "images" / "examples").glob("*.png"))
+    assert len(examples) == 4
+    for f in examples:
+        assert f.read_bytes() == (ROOT / "images" / "held_out" / f.name).read_bytes()
+    cfg = (ROOT / "configs" / "solve_inverse.yaml").read_text()
+    assert "input_source: folders" in cfg and "input_folders: [images/examples/]" in cfg
