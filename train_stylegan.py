@@ -101,11 +101,8 @@ def train(cfg: DictConfig) -> None:
     swd_kwargs = dict(patches_per_image=int(cfg.metric.patches_per_image),
                       min_resolution=int(cfg.metric.min_resolution))
     # The SWD reference during training: the validation images (else a fixed subset of the training images).
-    if val is not None:
-        reference = val.batch(range(len(val)))
-    else:
-        pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(SAMPLE_SEED))
-        reference = train_data.batch(pick[: int(cfg.metric.num_images)])
+    reference = (val.batch(range(len(val))) if val is not None
+                 else _fixed_images(train_data, int(cfg.metric.num_images)))
     # How far two real image sets are apart: the floor a perfect generator would reach.
     floors = {name: _floor(ref, train_data, swd_kwargs) for name, ref in (("val", val), ("held_out", held_out))
               if ref is not None}
@@ -148,10 +145,16 @@ def train(cfg: DictConfig) -> None:
              summary.get("swd_held_out", float("nan")), floors.get("held_out", float("nan")))
 
 
+def _fixed_images(data, count: int) -> torch.Tensor:
+    """``count`` images (count, 3, R, R) of ``data`` in a fixed seeded order (the same in every run)."""
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:count]
+    return data.batch(pick)
+
+
 def _floor(reference, train_data, swd_kwargs: dict) -> float:
     """SWD between ``reference`` and as many fixed training images: what a perfect generator would score."""
-    pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(SAMPLE_SEED))[: len(reference)]
-    return swd(reference.batch(range(len(reference))), train_data.batch(pick), seed=SAMPLE_SEED, **swd_kwargs)["swd"]
+    return swd(reference.batch(range(len(reference))), _fixed_images(train_data, len(reference)), seed=SAMPLE_SEED,
+               **swd_kwargs)["swd"]
 
 
 register_resolvers()
