@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 from PIL import Image
 
 from data.images import on_white
+from dnnlib.util import DownloadError, cache_dir, download, sha256sum
 
 
 @dataclass(frozen=True)
@@ -97,18 +97,6 @@ def split_of(identity: str) -> str:
     return "train" if h < SPLIT_BOUNDS[0] else "val" if h < SPLIT_BOUNDS[1] else "held_out"
 
 
-def default_cache() -> Path:
-    return Path(os.environ.get("SGILO_CACHE") or Path.home() / ".cache" / "sgilo")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Fetching.
 
@@ -120,8 +108,7 @@ def _npm_pack(package: EmojiPackage, folder: Path) -> None:
 
 
 def _https_download(package: EmojiPackage, folder: Path) -> None:
-    with urllib.request.urlopen(package.url, timeout=60) as response, open(folder / package.tarball_name, "wb") as f:
-        shutil.copyfileobj(response, f)
+    download(package.url, folder / package.tarball_name)  # the checksum is checked by the caller, for npm's too
 
 
 def fetch_package(package: EmojiPackage, folder: Path) -> Path:
@@ -139,14 +126,14 @@ def fetch_package(package: EmojiPackage, folder: Path) -> Path:
                 try:
                     how(package, Path(tmp))
                     break
-                except (OSError, subprocess.SubprocessError) as exc:
+                except (OSError, subprocess.SubprocessError, DownloadError) as exc:
                     detail = getattr(exc, "stderr", None)
                     detail = detail.decode(errors="replace").strip().splitlines()[-1:] if detail else []
                     errors.append(f"{how.__name__.strip('_')}: {detail[0] if detail else exc}")
             else:
                 raise EmojiDataError(f"cannot fetch {package.spec} (no network or registry?): {'; '.join(errors)}")
             os.replace(Path(tmp) / package.tarball_name, path)
-    digest = sha256_file(path)
+    digest = sha256sum(path)
     if digest != package.sha256:
         path.unlink()
         raise EmojiDataError(f"{package.tarball_name}: sha256 {digest} differs from the pinned {package.sha256}; "
@@ -214,7 +201,7 @@ def prepare(cache: Path | None = None, vendors: tuple[str, ...] = DEFAULT_VENDOR
         raise EmojiDataError(f"unknown vendor(s) {unknown or list(vendors)}; choose from {', '.join(packages)}")
     if not 4 <= resolution <= 64:
         raise EmojiDataError(f"resolution must lie in [4, 64] (the art is 64 px), got {resolution}")
-    cache = Path(cache) if cache is not None else default_cache()
+    cache = Path(cache) if cache is not None else cache_dir()
     out = cache / "emoji" / (name or default_name(vendors, categories, resolution))
     settings = {"vendors": list(vendors), "categories": list(categories), "resolution": resolution,
                 "packages": {v: packages[v].spec for v in vendors},
