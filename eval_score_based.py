@@ -13,6 +13,7 @@ bottom row: with the prior), and ``metrics.json`` with how far the latents moved
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from stylegan.build import GeneratorConfigError, build_generator, layer_sample_s
 from utils import (
     ROOT,
     UserError,
+    check_command_line,
     register_resolvers,
     resolve_device,
     resolve_path,
@@ -152,4 +154,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("eval_score_based", sys.argv[1:])
     main()

@@ -12,6 +12,7 @@ resumable), ``train_log.csv`` (+ TensorBoard when installed) and ``summary.json`
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -33,6 +34,7 @@ from stylegan.build import GeneratorConfigError, build_generator, generator_reco
 from utils import (
     ScalarLog,
     UserError,
+    check_command_line,
     close_distributed,
     init_distributed,
     register_resolvers,
@@ -136,4 +138,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("train_score", sys.argv[1:])
     main()

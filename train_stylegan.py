@@ -17,6 +17,7 @@ against held-out ones). The loop itself lives in :mod:`stylegan.training`.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -33,6 +34,7 @@ from stylegan.training import GANSettings, StyleGANTrainer, generate, swd_metric
 from utils import (
     ScalarLog,
     UserError,
+    check_command_line,
     register_resolvers,
     resolve_device,
     resolve_path,
@@ -166,4 +168,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("train_stylegan", sys.argv[1:])
     main()

@@ -342,6 +342,48 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sgilo_run_dir", unique_run_dir)
 
 
+def usable_run_dir(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot serve as a run directory (None when it can): it must be, or be creatable as, a
+    folder we can write into. The folder is created (Hydra would create it next anyway)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_probe_{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        return f"{path} cannot be used as the run directory ({exc.strerror or exc})"
+    return None
+
+
+def check_command_line(config_name: str, args: list[str]) -> None:
+    """Compose ``configs/<config_name>.yaml`` once with the command-line overrides, before Hydra runs: a typo (an
+    unknown key, a missing group option such as ``task=blur``, bad override syntax) or a run directory that
+    cannot be written is then one ``error:`` line and exit status 2 rather than Hydra's report or a traceback.
+    Runs with Hydra flags (``-m``, ``--cfg``, ...) are left to Hydra."""
+    if any(a.startswith("-") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose(config_name, overrides=args, return_hydra_config=True)
+            run_dir = str(cfg.hydra.run.dir)  # resolved as Hydra will (the run-dir resolver caches its answer)
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = " ".join(str(exc).split()).split(" Config search path")[0].split(" See https://")[0]
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    problem = usable_run_dir(run_dir)
+    if problem is not None:
+        print(f"error: {problem}; choose another hydra.run.dir", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # torchrun process groups.
 

@@ -420,15 +420,20 @@ def advance_layer(problem: Problem, v: Variables, s: SolverSettings) -> None:
 
 @dataclass
 class RoundLog:
+    """What one round did: its layer, the summed loss per step, the wall time, and per step and row (B = N·K)
+    the loss and, when references are known, the PSNR (both (steps, B), on the CPU; NaN for failed rows)."""
+
     layer: int
     losses: list[float]
     seconds: float
+    row_losses: Tensor | None = None
+    row_psnrs: Tensor | None = None
 
 
-def live_psnr(image: Tensor, reference: Tensor, alive: Tensor) -> float:
-    """Mean PSNR (dB, images in [-1, 1]) over the rows that are still alive: for the progress bar only."""
-    mse = (image - reference).square().flatten(1).mean(1)[alive]
-    return float((10 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean()) if mse.numel() else float("nan")
+def row_psnr(image: Tensor, reference: Tensor) -> Tensor:
+    """PSNR (dB) per row of images in [-1, 1], (B,); no gradient."""
+    mse = (image.detach() - reference).square().flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
 
 
 def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors: LayerPriors, rng: ImageRng,
@@ -443,6 +448,8 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     projections = Projections.start(v, r, s, params)
     frozen = [t.detach().clone() for t in params]  # where failed rows stay
     losses: list[float] = []
+    row_losses: list[Tensor] = []
+    row_psnrs: list[Tensor] = []
     start = time.perf_counter()
     bar = tqdm(range(s.steps[r]), desc=f"round {r} (layer {v.layer})", disable=not progress, leave=False)
     for step in bar:
@@ -453,8 +460,9 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         failed |= ~torch.isfinite(loss.detach())
         total = loss.masked_fill(failed, 0.0).sum()  # failed rows get no gradient (and no NaN in the sum)
         if optimizer is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule)
+            if s.lr_schedule != "constant":  # a constant rate stays as adam() set it
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -462,21 +470,27 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         projections.apply(v)
 
         with torch.no_grad():
-            if params:  # one pass per tensor: a row sum is non-finite iff the row holds a NaN/Inf
-                failed |= ~torch.isfinite(torch.stack([t.flatten(1).sum(1) for t in params]).sum(0))
+            if params:  # one sum per row over all tensors: non-finite iff the row holds a NaN/Inf
+                failed |= ~torch.isfinite(torch.cat([t.flatten(1) for t in params], 1).sum(1))
             if bool(failed.any()):
                 for t, saved in zip(params, frozen):
                     t[failed] = saved[failed]
         losses.append(float(total.detach()) if not bool(failed.all()) else float("nan"))
+        row_losses.append(loss.detach().masked_fill(failed, float("nan")))
+        if problem.reference is not None:
+            row_psnrs.append(row_psnr(image, problem.reference).masked_fill(failed, float("nan")))
         if progress:
             post = {"loss": f"{losses[-1]:.4g}"}
-            if problem.reference is not None:
-                post["psnr"] = f"{live_psnr(image.detach(), problem.reference, ~failed):.2f}"
+            if row_psnrs:
+                alive = row_psnrs[-1][~failed]
+                post["psnr"] = f"{float(alive.mean()) if alive.numel() else float('nan'):.2f}"
             bar.set_postfix(post, refresh=False)
     bar.close()
     for t in v.tensors():
         t.requires_grad_(False)
-    return RoundLog(layer=v.layer, losses=losses, seconds=time.perf_counter() - start)
+    stacked = [torch.stack(x).cpu() if x else None for x in (row_losses, row_psnrs)]
+    return RoundLog(layer=v.layer, losses=losses, seconds=time.perf_counter() - start, row_losses=stacked[0],
+                    row_psnrs=stacked[1])
 
 
 @dataclass

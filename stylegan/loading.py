@@ -304,8 +304,10 @@ def convert_rosinality_state_dict(state_dict: Mapping[str, torch.Tensor],
                                   latent_avg: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Rename/reshape a rosinality ``g_ema`` state dict to NVIDIA's Generator keys.
 
-    The fixed FIR filter buffers (``*.resample_filter``) have no counterpart and are not produced; the blur
-    kernels of the source (``*.kernel``) are dropped. Unknown keys raise ValueError.
+    The fixed FIR filter buffers (``*.resample_filter``) have no counterpart and are not produced. The blur
+    kernels of the source (``*.kernel``) must be the ones rosinality's code builds from ``[1, 3, 3, 1]``, which is
+    the filter NVIDIA's networks apply; a checkpoint trained with another ``blur_kernel`` would render different
+    images and raises ValueError, like unknown keys do.
     """
     sd = strip_prefix(state_dict, "module.", require_all=True)
     out: dict[str, torch.Tensor] = {}
@@ -349,6 +351,7 @@ def convert_rosinality_state_dict(state_dict: Mapping[str, torch.Tensor],
         styled_conv(f"convs.{2 * j + 1}", f"synthesis.b{res}.conv1", 2 * j + 2)
         to_rgb(f"to_rgbs.{j}", f"synthesis.b{res}.torgb")
 
+    check_blur_kernels(sd)
     leftover = sorted(k for k in sd if k not in used and not k.endswith(".kernel"))
     if leftover:
         raise ValueError(f"unexpected keys in rosinality state dict: {', '.join(leftover[:4])}"
@@ -356,6 +359,26 @@ def convert_rosinality_state_dict(state_dict: Mapping[str, torch.Tensor],
     if latent_avg is not None:
         out["mapping.w_avg"] = latent_avg.reshape(-1)
     return out
+
+
+def rosinality_kernel(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0), factor: int = 2) -> torch.Tensor:
+    """The 2-D buffer rosinality's ``Blur``/``Upsample`` store for a 1-D ``blur_kernel`` and up-sampling factor:
+    the normalised outer product times factor²."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = k[None, :] * k[:, None]
+    return k / k.sum() * factor**2
+
+
+def check_blur_kernels(sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a generator whose blur kernels are not rosinality's ``[1, 3, 3, 1]`` ones (ValueError)."""
+    expected = rosinality_kernel()
+    for key in sorted(k for k in sd if k.endswith(".kernel")):
+        kernel = sd[key]
+        if tuple(kernel.shape) != tuple(expected.shape) or not torch.allclose(kernel.float().cpu(), expected,
+                                                                             rtol=1e-5, atol=1e-7):
+            raise ValueError(f"{key} is not the blur kernel of rosinality's blur_kernel=[1, 3, 3, 1] "
+                             f"(shape {list(kernel.shape)}): only that filter, the one NVIDIA's networks apply, "
+                             f"is supported")
 
 
 def _from_rosinality(g_ema: Mapping[str, torch.Tensor], latent_avg: Any, overrides: Mapping[str, Any]) -> Generator:

@@ -3,6 +3,8 @@ one-line errors (exit 2) for bad input before any work, no overwriting, crash sa
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -59,9 +62,62 @@ def test_outputs_of_a_run(tmp_path):
     for name in ("reference", "measurement", "naive", "round0", "round1", "round2", "final", "mean", "std", "grid"):
         assert (d / f"{name}.png").is_file(), name
     with Image.open(out / "grid.png") as grid:  # 2 rows of reference | measurement | naive | 3 rounds | final | std
-        assert grid.size == (8 * 34 + 2, 2 * 34 + 2)
+        assert grid.size == (8 * 130 + 2, 2 * 130 + 2)  # 32 px tiles enlarged to 128 for viewing
+    with Image.open(d / "grid.png") as row, Image.open(d / "view" / "final.png") as tile:
+        assert row.size == (8 * 130 + 2, 130 + 2) and tile.size == (128, 128)
+        with Image.open(d / "final.png") as native:  # the enlarged tile is the native one, nearest neighbour
+            assert native.size == (32, 32) and native.resize((128, 128), Image.Resampling.NEAREST).tobytes() == \
+                tile.tobytes()
+    assert list((out / "tensorboard" / "batch000").iterdir()), "no TensorBoard events"
+    check_report(out, names=["sample0000", "sample0001"], tiles=8)
     saved = torch.load(d / "latents_layer2.pt", weights_only=True)
     assert saved["layer"] == 2 and saved["latents"].shape == (2, 32, 8, 8)
+
+
+def test_given_folder_of_any_image_kind_is_solved(tmp_path):
+    """input_folders means exactly those files: gray, RGBA, 16-bit, non-square and large inputs all work."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8), "L").save(folder / "gray.png")
+    Image.fromarray(rng.integers(0, 255, (36, 36, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 65535, (48, 48), dtype=np.uint16)).save(folder / "deep16.png")
+    Image.fromarray(rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(folder / "wide.jpg")
+    Image.fromarray(rng.integers(0, 255, (1200, 1500, 3), dtype=np.uint8)).save(folder / "large.png")
+    out = tmp_path / "run"
+    ok(run("input_source=folders", f"input_folders=[{folder}]", "method=csgm", "steps=[2]", "batch_size=5",
+           f"hydra.run.dir={out}"))
+    assert sorted(im["name"] for im in metrics(out)["images"]) == ["deep16", "gray", "large", "rgba", "wide"]
+    check_report(out, names=["deep16", "gray", "large", "rgba", "wide"], tiles=5)
+
+
+def test_multirun_gets_a_page_comparing_its_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, "solve_inverse.py", "-m", *QUICK, "method=csgm,ilo", "steps=[2]", "vars=[nl]",
+            "num_images=1", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}_${method.name}"]
+    ok(subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120))
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0_csgm", "1_ilo"]
+    text = (sweep / "report.html").read_text()
+    for job in jobs:
+        assert (job / "report.html").is_file() and f'href="{job.name}/report.html"' in text
+    for src in re.findall(r'<img[^>]* src="([^"]+)"', text):
+        assert (sweep / src).is_file(), src
+    assert ">csgm<" in text and ">ilo<" in text and "method × task" in text
+
+
+def check_report(run_dir: Path, names: list[str], tiles: int) -> str:
+    """report.html names every image, each tile it links exists, it has curves and the config."""
+    text = (run_dir / "report.html").read_text()
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', text)
+    assert len(sources) == len(names) * tiles, sources
+    for src in sources:
+        assert not src.startswith(("http:", "https:", "/")) and (run_dir / src).is_file(), src
+    for name in names:
+        assert f"images/{name}/view/final.png" in sources and name in text
+    assert "<svg" in text and "<polyline" in text and "mean ± std" in text and "input_source:" in text
+    assert "<script" not in text and "<link" not in text  # no scripts, no external stylesheets
+    return text
 
 
 def write_bad_image(folder: Path) -> Path:
@@ -77,6 +133,11 @@ def errors(tmp_path_factory):
     taken = tmp / "taken"  # an earlier run's folder
     taken.mkdir()
     (taken / "metrics.json").write_text('{"images": [{"name": "earlier"}], "mean": {}}')
+    empty = tmp / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    a_file = tmp / "a_file.png"
+    a_file.write_bytes(b"")
     cases = {
         "short_list": (["steps=[5,5]", "lr=[0.1]"], "lr has 1 entry"),
         "factor": (["task=super_resolution", "operators.factor=3"], "does not divide the resolution 32"),
@@ -90,22 +151,29 @@ def errors(tmp_path_factory):
         "overwrite": ([f"hydra.run.dir={taken}"], "already holds results"),
         "task": (["task=deblurring"], "Could not find 'task/deblurring'"),
         "key": (["stepz=[3]"], "Could not override 'stepz'"),
+        "contradiction": (["input_folders=[images/examples/]"], "input_folders was given but input_source=generator"),
+        "empty": (["input_source=folders", f"input_folders=[{empty}]"], "holds no png/jpg/jpeg images"),
+        "not_folder": (["input_source=folders", f"input_folders=[{a_file}]"], "is not a folder"),
+        "run_dir_proc": (["hydra.run.dir=/proc/x"], "/proc/x cannot be used as the run directory"),
+        "run_dir_file": ([f"hydra.run.dir={a_file}"], "exists and is not a folder"),
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run, *args, *([] if name == "overwrite" else [f"hydra.run.dir={tmp / name}"]))
+        futures = {name: pool.submit(run, *args, *([] if "run.dir" in " ".join(args) else
+                                                   [f"hydra.run.dir={tmp / name}"]))
                    for name, (args, _) in cases.items()}
         return {name: (futures[name].result(), cases[name][1], tmp / name) for name in cases}
 
 
 @pytest.mark.parametrize("case", ["short_list", "factor", "folder", "operator", "device", "rounds", "generator",
-                                  "image", "source", "overwrite", "task", "key"])
+                                  "image", "source", "overwrite", "task", "key", "contradiction", "empty",
+                                  "not_folder", "run_dir_proc", "run_dir_file"])
 def test_bad_input_is_one_line_and_exit_2(errors, case):
     proc, fragment, run_dir = errors[case]
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "[WARNING]" not in line]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and fragment in lines[0], lines[0]
-    assert not (run_dir / "images").exists()  # nothing was solved
+    assert not (run_dir / "images").exists() and not (run_dir / "report.html").exists()  # nothing was solved
 
 
 def test_overwrite_refusal_keeps_the_earlier_run(errors):
@@ -150,13 +218,26 @@ def test_torchrun_two_processes_match_one(tmp_path):
 def test_ilo_radius_is_chosen_per_generator():
     from hydra import compose, initialize_config_dir
 
-    import solve_inverse
+    from inverse import run as solve_run
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         for generator, expected in [("demo", [100, 100, 400, 1600]), ("ffhq", [1000, 1000, 6000, 6000])]:
             cfg = compose("solve_inverse", overrides=["method=ilo", f"generator={generator}"])
-            assert solve_inverse.solver_settings(cfg).radius == expected[:3]  # one per round (3 rounds)
+            assert solve_run.solver_settings(cfg).radius == expected[:3]  # one per round (3 rounds)
         cfg = compose("solve_inverse", overrides=["method=ilo", "radius=[0,5,6,7]"])  # an explicit radius wins
-        assert solve_inverse.solver_settings(cfg).radius == [0, 5, 6]
+        assert solve_run.solver_settings(cfg).radius == [0, 5, 6]
         cfg = compose("solve_inverse", overrides=["method=sgilo"])  # published SGILO: no ball
-        assert solve_inverse.solver_settings(cfg).radius == [None] * 3
+        assert solve_run.solver_settings(cfg).radius == [None] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_renders_in_a_headless_browser(tmp_path):
+    out = tmp_path / "run"
+    ok(run("method=ilo", "steps=[3,3,3]", f"hydra.run.dir={out}"))
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1000,900", (out / "report.html").as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (900, 1000)
+    assert (pixels < 200).mean() > 0.02 and pixels.std() > 20  # text, tables and tiles drawn, not a blank page

@@ -1,5 +1,7 @@
 """utils: image I/O for any mode and bit depth, grids without torchvision, devices, one-line user errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,26 @@ def test_seed_everything_and_run_dirs(tmp_path):
     torch.testing.assert_close(torch.rand(3), a)
     first = unique_run_dir(str(tmp_path / "runs"))
     assert unique_run_dir(str(tmp_path / "runs")) == first  # stable within a process
+
+
+def test_usable_run_dir(tmp_path):
+    from utils import usable_run_dir
+
+    assert usable_run_dir(tmp_path / "new" / "run") is None and (tmp_path / "new" / "run").is_dir()
+    assert list((tmp_path / "new" / "run").iterdir()) == []  # the write probe is gone
+    (tmp_path / "file").write_text("x")
+    assert "is not a folder" in usable_run_dir(tmp_path / "file")
+    assert "cannot be used as the run directory" in usable_run_dir("/proc/sgilo_run")
+
+
+@pytest.mark.parametrize("script", ["train_score.py", "train_stylegan.py", "eval_score_based.py"])
+def test_entry_scripts_refuse_an_unusable_run_dir(script):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, script, "hydra.run.dir=/proc/x"], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == ["error: /proc/x cannot be used as the run directory (No such file "
+                                                "or directory); choose another hydra.run.dir"]
