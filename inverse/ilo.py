@@ -47,6 +47,7 @@ LR_SCHEDULES = ("constant", "cosine")
 PRIOR_STEPS = ("pc", "score")
 LATENT_INITS = ("ones", "zeros", "randn")
 NOISE_INITS = ("random", "const")
+OPTIMIZERS = ("adam", "sgd")
 
 
 class SettingsError(ValueError):
@@ -83,7 +84,8 @@ class SolverSettings:
     score_eps: step of the 'score' form. chains: posterior samples per measurement. latent_init: 'ones'
     (published), 'zeros' or 'randn'; noise_init: 'random' (published) or the generator's 'const' maps.
     carry_skip: carry the skip-branch RGB image of layer r (exact composition) or drop it as the published
-    code does.
+    code does. optimizer: 'adam' (published) or 'sgd' (plain gradient steps: with the 'score' prior step and
+    matched temperatures a round is then unadjusted Langevin dynamics on the posterior; see the tests).
     """
 
     steps: list[int]
@@ -107,6 +109,7 @@ class SolverSettings:
     latent_init: str = "ones"
     noise_init: str = "random"
     carry_skip: bool = True
+    optimizer: str = "adam"
 
     @property
     def rounds(self) -> int:
@@ -141,6 +144,8 @@ class SolverSettings:
             raise SettingsError(f"prior_step must be one of {PRIOR_STEPS}, got {self.prior_step!r}")
         if self.latent_init not in LATENT_INITS:
             raise SettingsError(f"latent_init must be one of {LATENT_INITS}, got {self.latent_init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SettingsError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.noise_init not in NOISE_INITS:
             raise SettingsError(f"noise_init must be one of {NOISE_INITS}, got {self.noise_init!r}")
         for name in ("lr", "mse", "pe", "latent_temperature", "gen_temperature"):
@@ -444,7 +449,8 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     params = trainable(v, r, s)  # also all that the prior step moves
     for t in params:
         t.requires_grad_(True)
-    optimizer = adam(params, s.lr[r]) if params else None
+    optimizer = (adam(params, s.lr[r]) if s.optimizer == "adam" else torch.optim.SGD(params, lr=s.lr[r])) \
+        if params else None
     projections = Projections.start(v, r, s, params)
     frozen = [t.detach().clone() for t in params]  # where failed rows stay
     losses: list[float] = []

@@ -87,7 +87,7 @@ def save_outputs(out_dir: Path, items: list[InputImage], ref: torch.Tensor, y: t
             if k > 1:
                 save_image(sol.mean[i], d / "mean.png")
             save_grid(torch.cat([as_panel(t, big) for t in tiles]), d / "grid.png", nrow=len(tiles))
-        if cfg.save_latent:
+        if cfg.save_latent and sol.variables is not None:  # pixel-space methods have no generator variables
             save_variables(d, sol, i, k)
         rows.append(torch.cat([as_panel(t, GRID_SIDE) for t in tiles]))
     return torch.cat(rows)

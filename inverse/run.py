@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from inverse.ilo import LayerPriors, Problem, SettingsError, SolverSettings, solve
+from inverse.ilo import Problem
 from inverse.inputs import InputImage, list_inputs, load_references, measure, positive_int
 from inverse.losses import PerceptualLoss
+from inverse.methods import PIXEL_LAYER, Method, Rounds, build_method
 from inverse.metrics import Metrics
 from inverse.operators import OPERATORS, Operator, build_operator
 from inverse.outputs import (
@@ -54,29 +55,12 @@ LPIPS_NETS = ("vgg", "alex", "squeeze")
 # Configuration checks.
 
 
-def solver_settings(cfg: DictConfig) -> SolverSettings:
-    """The round loop's settings from the flat method keys; ILO's radii chosen per generator."""
-    flat = {**to_plain(cfg), "chains": cfg.chains}
-    per_generator = flat.get("radius_per_generator") or {}
-    if flat.get("radius") is None and per_generator:
-        # The l1 norm of a feature tensor grows with its size, so ILO's radii are given per generator.
-        name = cfg.generator.name
-        if name not in per_generator:
-            log.warning("radius_per_generator has no entry for generator %r: no l1 ball (set radius=[...])", name)
-        flat["radius"] = per_generator.get(name)
-    try:
-        return SolverSettings.build(flat)
-    except SettingsError as exc:
-        raise UserError(str(exc)) from None
-
-
-def check_scalars(cfg: DictConfig, settings: SolverSettings) -> None:
-    """Types of the plain keys (the solver and operator settings are checked where they are used)."""
+def check_scalars(cfg: DictConfig) -> None:
+    """Types of the plain keys (the method and operator settings are checked where they are used)."""
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise UserError(f"seed must be an integer, got {cfg.seed!r}")
     flags = {"save_images": cfg.save_images, "save_latent": cfg.save_latent, "progress": cfg.progress,
-             "tensorboard": cfg.get("tensorboard", True),
-             **{k: getattr(settings, k) for k in ("project_latent", "project_noises", "carry_skip")}}
+             "tensorboard": cfg.get("tensorboard", True)}
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise UserError(f"{key} must be true or false, got {value!r}")
@@ -126,38 +110,12 @@ def load_prior(name: str, layer: int, G: Any, cfg: DictConfig, device: torch.dev
         raise UserError(f"prior {name}: {exc}") from None
     if prior.layer != layer:
         raise UserError(f"prior {name} is for layer {prior.layer}, but it is listed for layer {layer}")
-    shape = layer_sample_shape(G, layer)
+    shape = (G.img_channels, G.img_resolution, G.img_resolution) if layer == PIXEL_LAYER else \
+        layer_sample_shape(G, layer)
     if tuple(prior.image_shape) != tuple(shape):
         raise UserError(f"prior {name} expects layer-{layer} variables of shape {list(prior.image_shape)}, "
                         f"the generator gives {list(shape)}")
     return prior
-
-
-def load_priors(cfg: DictConfig, G: Any, s: SolverSettings, device: torch.device) -> LayerPriors:
-    """The priors the method lists for this generator (``priors.<generator name>``), only where a temperature
-    uses them."""
-    wants_latent = any(t > 0 for t in s.latent_temperature)
-    wants_layer = [r for r in range(s.rounds) if r > 0 and s.gen_temperature[r] > 0]
-    if not (wants_latent or wants_layer):
-        return LayerPriors()
-    table = to_plain(cfg.get("priors") or {})
-    name = cfg.generator.name
-    if name not in table:
-        raise UserError(f"method {cfg.method.name!r} uses score priors but lists none for generator {name!r}; "
-                        f"add priors.{name}.latent_config / gen_configs, or set the temperatures to 0")
-    entry = table[name] or {}
-    priors = LayerPriors()
-    if wants_latent and entry.get("latent_config"):
-        priors.latent = load_prior(entry["latent_config"], 0, G, cfg, device)
-    gen_configs = list(entry.get("gen_configs") or [])
-    for r in wants_layer:
-        if r < len(gen_configs) and gen_configs[r]:
-            prior = load_prior(gen_configs[r], r, G, cfg, device)
-            if prior is not None:
-                priors.layers[r] = prior
-    log.info("score priors: latent %s; layers %s", "yes" if priors.latent is not None else "none",
-             sorted(priors.layers) or "none")
-    return priors
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,14 +127,13 @@ class Run:
     """Everything a run needs, built (and so checked) before any image is solved."""
 
     cfg: DictConfig
-    settings: SolverSettings
+    method: Method
     dist: DistInfo
     out_dir: Path
     sweep_dir: Path | None  # the multirun's folder (its report.html compares the jobs), None for a single run
     G: Any
     proxy: Any
     op: Operator
-    priors: LayerPriors
     items: list[InputImage]
     references: torch.Tensor
     perceptual: Any  # LPIPS for the pe term (None when pe is 0 or LPIPS is unavailable)
@@ -197,8 +154,8 @@ def prepare(cfg: DictConfig, out_dir: Path, folders_given: bool = False, sweep_d
     ``folders_given``: ``input_folders`` came from the command line (see :func:`inverse.inputs.list_inputs`).
     """
     set_threads(cfg.num_threads)
-    settings = solver_settings(cfg)
-    check_scalars(cfg, settings)
+    method = build_method(cfg)
+    check_scalars(cfg)
     positive_int(cfg, "batch_size")
     items = list_inputs(cfg, folders_given)
     if cfg.operators.get("operator_type") not in OPERATORS:
@@ -213,11 +170,10 @@ def prepare(cfg: DictConfig, out_dir: Path, folders_given: bool = False, sweep_d
     seed_everything(int(cfg.seed))
     try:
         G, proxy = build_generator(to_plain(cfg.generator), dist.device, resolve=resolve_path)
-        settings.check(G.synthesis.num_blocks)
-    except (GeneratorConfigError, SettingsError) as exc:
+    except GeneratorConfigError as exc:
         raise UserError(str(exc)) from None
+    method.build(cfg, G, lambda name, layer: load_prior(name, layer, G, cfg, dist.device), dist.device)
     op = build_operator(cfg.operators, G.img_resolution, G.img_channels, device=dist.device, seed=int(cfg.seed))
-    priors = load_priors(cfg, G, settings, dist.device)
     references = load_references(items, cfg, G, dist.device)  # reads every file now: a bad one stops the run here
     try:
         lpips = PerceptualLoss.load(cfg.lpips.net, cfg.lpips.resolution, cfg.lpips.backbone_path,
@@ -225,10 +181,10 @@ def prepare(cfg: DictConfig, out_dir: Path, folders_given: bool = False, sweep_d
     except (ValueError, FileNotFoundError) as exc:  # a configured weights path that is missing or wrong
         raise UserError(f"lpips: {exc}") from None
     lpips_fn = lpips if lpips.available else None
-    uses_pe = any(w > 0 for w in settings.pe)
+    uses_pe = isinstance(method, Rounds) and any(w > 0 for w in method.settings.pe)
     if uses_pe and lpips_fn is None:
         log.warning("LPIPS is unavailable: the perceptual term (pe) is dropped and lpips is reported as null")
-    return Run(cfg, settings, dist, out_dir, sweep_dir, G, proxy, op, priors, items, references,
+    return Run(cfg, method, dist, out_dir, sweep_dir, G, proxy, op, items, references,
                lpips_fn if uses_pe else None, lpips_fn)
 
 
@@ -240,9 +196,9 @@ def solve_batch(run: Run, batch: list[InputImage]) -> tuple[list[dict[str, Any]]
         op.set_mask_from_image(ref)  # masks come from these photos
     y = measure(op, ref, batch, run.cfg)
     start = time.perf_counter()
-    sol = solve(Problem(run.G, run.proxy, op, y, perceptual=run.perceptual, reference=ref), run.settings,
-                run.priors, image_ids=[it.index for it in batch], seed=int(run.cfg.seed),
-                progress=bool(run.cfg.progress) and run.dist.is_main)
+    problem = Problem(run.G, run.proxy, op, y, perceptual=run.perceptual, reference=ref)
+    sol = run.method.solve(problem, [it.index for it in batch], int(run.cfg.seed),
+                           bool(run.cfg.progress) and run.dist.is_main)
     seconds = time.perf_counter() - start
     grid_rows = save_outputs(run.out_dir, batch, ref, y, op, sol, run.cfg)
     return batch_metrics(batch, ref, y, op, sol, run.lpips_fn, seconds), grid_rows, sol.logs
@@ -250,7 +206,7 @@ def solve_batch(run: Run, batch: list[InputImage]) -> tuple[list[dict[str, Any]]
 
 def write_reports(run: Run, records: list[dict[str, Any]]) -> None:
     """report.html of the run (rank 0, all ranks' records) and of its multirun."""
-    tiles = tile_names(run.settings.rounds, run.settings.chains)
+    tiles = tile_names(run.method.stages, int(run.cfg.chains))
     config = OmegaConf.to_yaml(run.cfg, resolve=False)
     write_run_report(run.out_dir, records, tiles, run.title, config, total=len(run.items))
     if run.sweep_dir is not None:
@@ -263,8 +219,8 @@ def solve_all(run: Run) -> list[dict[str, Any]] | None:
     dist, cfg = run.dist, run.cfg
     mine = run.items[dist.rank :: dist.world_size]  # this rank's shard
     batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-    log.info("%s: %d image(s) on rank %d/%d, %d round(s), %d chain(s)", run.title, len(mine), dist.rank,
-             dist.world_size, run.settings.rounds, run.settings.chains)
+    log.info("%s: %d image(s) on rank %d/%d, %d stage(s), %d chain(s)", run.title, len(mine), dist.rank,
+             dist.world_size, run.method.stages, int(cfg.chains))
     curves = CurveLog(run.out_dir / ("tensorboard" if not dist.distributed else f"tensorboard/rank{dist.rank}"),
                       enabled=bool(cfg.get("tensorboard", True)))
     records: list[dict[str, Any]] = []
@@ -286,8 +242,8 @@ def solve_all(run: Run) -> list[dict[str, Any]] | None:
 
     if grid_rows:  # reference | measurement | naive | rounds | final (| std)
         name = "grid.png" if not dist.distributed else f"grid_rank{dist.rank}.png"
-        save_grid(torch.cat(grid_rows), run.out_dir / name, nrow=len(tile_names(run.settings.rounds,
-                                                                                  run.settings.chains)))
+        save_grid(torch.cat(grid_rows), run.out_dir / name,
+                  nrow=len(tile_names(run.method.stages, int(run.cfg.chains))))
     merged = merge_ranks(dist, records, run.items)
     if merged is not None and dist.distributed:
         write_metrics(run.out_dir / "metrics.json", merged)

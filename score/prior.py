@@ -29,6 +29,7 @@ A sampling-only copy of any checkpoint (train_score.py's ``prior.pt`` or a resum
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ from torch import nn
 from dataloaders import MinMaxNormalizer, latent_from_layout, latent_to_layout
 from utils import torch_save_new
 
+from .gaussian import GaussianScoreModel
 from .models import ViT, get_score_fn, load_score_state_dict, strip_prefix
 from .samplers import hot_sampler, pc_sampler
 from .sde import SDE, get_sde
@@ -50,9 +52,9 @@ FORMAT = "sgilo.score_prior"
 VERSION = 1
 
 # Network classes a checkpoint may name, by class name; their constructors take the saved config.
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"ViT": ViT}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ViT": ViT, "GaussianScoreModel": GaussianScoreModel}
 # Names accepted in YAML `model.name` -> class name.
-MODEL_NAMES = {"vit": "ViT"}
+MODEL_NAMES = {"vit": "ViT", "gaussian": "GaussianScoreModel"}
 
 # Settings of the published trained_networks YAMLs that have no effect here (the published code ignores them
 # for hot sampling too, or they describe training).
@@ -146,7 +148,10 @@ class PriorSpec:
         shape = list(image_shape if image_shape is not None else (self.image_shape or []))
         if len(shape) != 3:
             raise PriorFormatError(f"image_shape must be [C, H, W], got {shape}")
-        return build_model(self.model, shape)
+        model = dict(self.model)
+        if str(model.get("name", "vit")).lower() == "gaussian":
+            model["sde"] = dict(self.sde)  # the exact score of a Gaussian depends on the SDE's α_t, σ_t
+        return build_model(model, shape)
 
     def build_sde(self) -> SDE:
         try:
@@ -234,8 +239,8 @@ def parse_prior_spec(conf: Mapping[str, Any]) -> PriorSpec:
         if conf.get(key) is None:
             raise PriorFormatError(f"prior config needs '{key}'")
     layer = conf["layer"]
-    if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
-        raise PriorFormatError(f"layer must be an integer >= 0, got {layer!r}")
+    if not isinstance(layer, int) or isinstance(layer, bool) or layer < -1:
+        raise PriorFormatError(f"layer must be an integer >= 0 (or -1: the image itself), got {layer!r}")
     shape = conf.get("image_shape")
     if shape is not None and (len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape)):
         raise PriorFormatError(f"image_shape must be three positive integers [C, H, W], got {shape!r}")
@@ -315,7 +320,7 @@ class ScorePrior:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(itertools.chain(self.model.parameters(), self.model.buffers())).device
 
     def to(self, device: torch.device | str) -> ScorePrior:
         self.model.to(device)

@@ -1,0 +1,202 @@
+"""A Gaussian layer prior with an exact score: the floor every learned prior has to beat (issue: priors).
+
+The layer variables x0 (in the prior's normalised model space, flattened to D numbers) are modelled as
+N(μ, Σ) with a low-rank-plus-diagonal covariance
+
+    Σ = U diag(λ) Uᵀ + diag(d),      U (D, k) the top-k principal directions, d the residual variances.
+
+Under the forward SDE x_t = α_t x0 + σ_t ε, so x_t ~ N(α_t μ, Σ_t) with Σ_t = α_t² Σ + σ_t² I and the exact
+score ∇ log p_t(x) = −Σ_t⁻¹ (x − α_t μ), solved with the Woodbury identity (a k×k system per sample):
+
+    Σ_t⁻¹ r = r / e − (U / e) M⁻¹ Uᵀ (r / e),     e = α_t² d + σ_t²,   M = diag(1 / (α_t² λ)) + Uᵀ diag(1/e) U.
+
+:class:`GaussianScoreModel` is an ``nn.Module`` that returns σ_t · Σ_t⁻¹ (x − α_t μ), i.e. what a trained
+network predicts (``score = −model(x, t) / σ_t``), so a Gaussian prior is a :class:`score.prior.ScorePrior` like
+any other: the same checkpoint format, samplers, hot step and ``prior_step: score``.
+
+    python -m score.gaussian configs/trained_networks/demo_gauss_layer2.yaml checkpoints/demo/gauss_layer2.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from score.sde import SDE, get_sde
+
+
+class GaussianScoreModel(nn.Module):
+    """Exact noise prediction σ_t Σ_t⁻¹ (x − α_t μ) of a low-rank-plus-diagonal Gaussian (module docstring).
+
+    Args:
+        width, height, channels: the variable's model-space shape (C, H, W), as for the ViT.
+        sde: the forward SDE's config (``SDE.config()``), which fixes α_t and σ_t.
+        rank: k, the number of principal directions (0: a diagonal Gaussian).
+    """
+
+    def __init__(self, width: int, height: int, channels: int, sde: Mapping[str, Any], rank: int = 32):
+        super().__init__()
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0, got {rank}")
+        self.config = {"width": int(width), "height": int(height), "channels": int(channels), "sde": dict(sde),
+                       "rank": int(rank)}
+        dim = int(width) * int(height) * int(channels)
+        if rank > dim:
+            raise ValueError(f"rank {rank} exceeds the dimension {dim}")
+        self.sde: SDE = get_sde(**sde)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("basis", torch.zeros(dim, rank))  # U, orthonormal columns
+        self.register_buffer("eigenvalues", torch.ones(rank))  # λ
+        self.register_buffer("residual", torch.ones(dim))  # d
+
+    @property
+    def dim(self) -> int:
+        return self.mean.numel()
+
+    def precision_times(self, r: Tensor, t: Tensor) -> Tensor:
+        """Σ_t⁻¹ r for r (N, D) and times t (N,)."""
+        alpha, sigma = self._alpha_sigma(t, r)
+        e = alpha[:, None] ** 2 * self.residual + sigma[:, None] ** 2  # (N, D)
+        w = r / e
+        if self.basis.shape[1] == 0:
+            return w
+        u = self.basis
+        m = torch.diag_embed(1.0 / (alpha[:, None] ** 2 * self.eigenvalues)) + u.T @ (u[None] / e[..., None])
+        correction = torch.linalg.solve(m, (w @ u)[..., None])[..., 0]  # (N, k)
+        return w - (correction @ u.T) / e
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        n = x.shape[0]
+        flat = x.reshape(n, -1)
+        alpha, sigma = self._alpha_sigma(t, flat)
+        out = self.precision_times(flat - alpha[:, None] * self.mean, t) * sigma[:, None]
+        return out.reshape(x.shape)
+
+    def _alpha_sigma(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = t.to(like) if torch.is_tensor(t) else torch.full((like.shape[0],), float(t)).to(like)
+        mean, std = self.sde.marginal_prob(torch.ones(t.shape[0], 1, device=like.device, dtype=like.dtype), t)
+        return mean[:, 0], std
+
+    @torch.no_grad()
+    def fit(self, samples: Tensor, variance_floor: float = 1e-6) -> GaussianScoreModel:
+        """Fit μ, U, λ, d to model-space samples (N, C, H, W) (or (N, D)): mean, top-k principal components of
+        the centred samples (randomised SVD), residual variance per element (at least ``variance_floor`` times
+        the mean variance)."""
+        x = samples.reshape(samples.shape[0], -1).double()
+        n, dim = x.shape
+        if dim != self.dim:
+            raise ValueError(f"samples have {dim} numbers each, the model {self.dim}")
+        if n < 2:
+            raise ValueError("fitting a Gaussian needs at least 2 samples")
+        mu = x.mean(0)
+        xc = x - mu
+        var = xc.square().sum(0) / (n - 1)
+        k = self.basis.shape[1]
+        if k > 0:
+            if k > min(n, dim):
+                raise ValueError(f"rank {k} needs at least {k} samples, got {n}")
+            if k >= min(n, dim) // 2:
+                _, s, v = torch.linalg.svd(xc, full_matrices=False)
+            else:
+                torch.manual_seed(0)  # pca_lowrank is randomised; a fit is reproducible
+                _, s, v = torch.pca_lowrank(xc, q=min(k + 10, min(n, dim)), center=False, niter=4)
+            v, lam = v[:, :k], s[:k].square() / (n - 1)
+            var = var - (v.square() * lam).sum(1)
+            self.basis.copy_(v.float())
+            self.eigenvalues.copy_(lam.clamp_min(1e-12).float())
+        floor = variance_floor * float(xc.square().mean())
+        self.mean.copy_(mu.float())
+        self.residual.copy_(var.clamp_min(floor).float())
+        return self
+
+    def log_likelihood(self, samples: Tensor) -> Tensor:
+        """log N(x; μ, Σ) per sample (N,) at t = 0 (for comparing fits), via the matrix determinant lemma."""
+        x = samples.reshape(samples.shape[0], -1).double()
+        d, lam, u = self.residual.double(), self.eigenvalues.double(), self.basis.double()
+        r = x - self.mean.double()
+        w = r / d
+        m = torch.diag(1.0 / lam) + u.T @ (u / d[:, None]) if lam.numel() else None
+        quad = (r * w).sum(1)
+        logdet = d.log().sum()
+        if m is not None:
+            proj = w @ u
+            quad = quad - (proj * torch.linalg.solve(m, proj.T).T).sum(1)
+            logdet = logdet + torch.linalg.slogdet(m)[1] + lam.log().sum()
+        return (-0.5 * (quad + logdet + self.dim * math.log(2 * math.pi))).float()
+
+
+def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int = 0, batch: int = 512,
+                          device: str = "cpu", images: str = "emoji:train") -> Any:
+    """A Gaussian :class:`ScorePrior` for the layer a ``trained_networks`` config (``model.name: gaussian``)
+    names, fitted on ``num_samples`` G1(z) features of its generator (noise maps 'const', truncation 1) with the
+    min-max normalisation of those features. A prior on the image itself (``layer: -1``) is fitted on the
+    training images ``images`` (a folder, zip or ``emoji:<split>``; at most ``num_samples``) instead."""
+    from omegaconf import OmegaConf
+
+    from dataloaders import MinMaxNormalizer
+    from score.evaluation import LayerRenderer
+    from score.prior import PriorFormatError, ScorePrior, parse_prior_spec
+    from stylegan.build import build_generator, generator_record, layer_sample_shape
+    from utils import ROOT, resolve_path
+
+    spec = parse_prior_spec(conf)
+    if str(spec.model.get("name", "")).lower() != "gaussian":
+        raise PriorFormatError(f"model.name must be gaussian for a fitted Gaussian prior, got {spec.model}")
+    if spec.generator_name is None:
+        raise PriorFormatError("the config names no generator")
+    entry = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "generator" / f"{spec.generator_name}.yaml"))
+    G, proxy = build_generator(entry, device, resolve=resolve_path)
+    if spec.layer == -1:  # the image itself: real training images, not generator samples
+        from data import open_images
+
+        shape = (G.img_channels, G.img_resolution, G.img_resolution)
+        data = open_images(images, G.img_resolution)
+        variables = data.batch(list(range(min(len(data), num_samples))))
+    else:
+        shape = layer_sample_shape(G, spec.layer)
+        renderer = LayerRenderer(G, proxy, spec.layer, noise_mode="const")
+        gen = torch.Generator().manual_seed(seed)
+        parts = []
+        for start in range(0, num_samples, batch):
+            _, v, _, _ = renderer.start(min(batch, num_samples - start), gen)
+            parts.append(v.cpu())
+        variables = torch.cat(parts)
+    normalizer = MinMaxNormalizer(float(variables.min()), float(variables.max()))
+    sde = spec.build_sde()
+    model = spec.build_model(shape)
+    probe = ScorePrior(model, sde, spec.layer, normalizer, spec.sampling, generator=generator_record(entry))
+    model.fit(probe.to_model_space(variables))
+    probe.step = num_samples  # for a fitted prior: the number of samples behind it
+    return probe
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from omegaconf import OmegaConf
+
+    from score.prior import PriorFormatError
+
+    parser = argparse.ArgumentParser(description="Fit a Gaussian layer prior (model.name: gaussian) on G1(z) "
+                                     "features and write it as a score-prior checkpoint (never over a file).")
+    parser.add_argument("config", help="a configs/trained_networks YAML with model.name: gaussian")
+    parser.add_argument("out", help="checkpoint to write (must not exist)")
+    parser.add_argument("--samples", type=int, default=8192, help="G1(z) samples to fit on")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", default="emoji:train", help="training images of a pixel prior (layer: -1)")
+    args = parser.parse_args(argv)
+    try:
+        prior = fit_prior_from_config(OmegaConf.load(args.config), args.samples, args.seed, images=args.images)
+        path = prior.save(args.out, for_sampling=True)
+    except FileExistsError:
+        raise SystemExit(f"error: {args.out} exists; not overwriting it") from None
+    except (PriorFormatError, ValueError, OSError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {prior!r}")
+
+
+if __name__ == "__main__":
+    main()
