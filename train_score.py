@@ -29,7 +29,7 @@ from score.train_config import (
     settings_from_config,
     stream_layout,
 )
-from score.trainer import ScoreTrainer, prior_describer
+from score.trainer import ScoreTrainer, derive_seed, prior_describer
 from stylegan.build import GeneratorConfigError, build_generator, generator_record, layer_sample_shape
 from utils import (
     ScalarLog,
@@ -92,6 +92,10 @@ def _train(cfg: DictConfig, dist_info) -> None:
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = spec.build_model(image_shape).to(device)
+    if hasattr(model, "fit") and resume is None:  # a Gaussian part: fitted once on a dedicated stream, then fixed
+        fit_stream = make_streams([0], derive_seed(cfg.seed, 7), device, cfg.data, G, proxy, spec.layer, data)[0]
+        model.fit(normalizer.normalize(fit_stream.next(int(cfg.norm_samples))))
+        log.info("fitted the Gaussian part of the prior on %d samples", int(cfg.norm_samples))
     sde = spec.build_sde()
     describe = prior_describer(lambda: spec.build_model(image_shape), sde, spec.layer, normalizer, spec.sampling,
                                gen, config=to_plain(cfg))

@@ -101,7 +101,8 @@ class GaussianScoreModel(nn.Module):
             if k > min(n, dim):
                 raise ValueError(f"rank {k} needs at least {k} samples, got {n}")
             if k >= min(n, dim) // 2:
-                _, s, v = torch.linalg.svd(xc, full_matrices=False)
+                _, s, vh = torch.linalg.svd(xc, full_matrices=False)
+                v = vh.T
             else:
                 torch.manual_seed(0)  # pca_lowrank is randomised; a fit is reproducible
                 _, s, v = torch.pca_lowrank(xc, q=min(k + 10, min(n, dim)), center=False, niter=4)
@@ -200,3 +201,37 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class GaussianResidualViT(nn.Module):
+    """A learned prior that starts as the Gaussian one: noise prediction = Gaussian's exact one + a ViT residual.
+
+    The ViT's output layer starts at zero, so before training the prior *is* the fitted Gaussian (the floor of
+    bench/prior_check.py) and denoising score matching only has to learn what is not Gaussian about the layer.
+    The Gaussian part is fitted once, before training (``fit``), on samples of the training stream, and then
+    stays fixed (buffers, saved with the weights).
+
+    Args:
+        width, height, channels: the variable's model-space shape (C, H, W).
+        sde: the forward SDE's config. rank: rank of the Gaussian's covariance (see GaussianScoreModel).
+        **vit: the ViT's own arguments (patch_size, dim, depth, heads, mlp_dim, dim_head, dropout, ...).
+    """
+
+    def __init__(self, width: int, height: int, channels: int, sde: Mapping[str, Any], rank: int = 32,
+                 **vit: Any):
+        super().__init__()
+        from score.models import ViT
+
+        self.config = {"width": int(width), "height": int(height), "channels": int(channels), "sde": dict(sde),
+                       "rank": int(rank), **vit}
+        self.gaussian = GaussianScoreModel(width, height, channels, sde, rank)
+        self.vit = ViT(width=width, height=height, channels=channels, **vit)
+        nn.init.zeros_(self.vit.projector.weight)
+        nn.init.zeros_(self.vit.projector.bias)
+
+    def fit(self, samples: Tensor) -> GaussianResidualViT:
+        self.gaussian.fit(samples)
+        return self
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.gaussian(x, t) + self.vit(x, t)

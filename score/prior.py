@@ -43,7 +43,7 @@ from torch import nn
 from dataloaders import MinMaxNormalizer, latent_from_layout, latent_to_layout
 from utils import torch_save_new
 
-from .gaussian import GaussianScoreModel
+from .gaussian import GaussianResidualViT, GaussianScoreModel
 from .models import ViT, get_score_fn, load_score_state_dict, strip_prefix
 from .samplers import hot_sampler, pc_sampler
 from .sde import SDE, get_sde
@@ -52,9 +52,10 @@ FORMAT = "sgilo.score_prior"
 VERSION = 1
 
 # Network classes a checkpoint may name, by class name; their constructors take the saved config.
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"ViT": ViT, "GaussianScoreModel": GaussianScoreModel}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ViT": ViT, "GaussianScoreModel": GaussianScoreModel,
+                                             "GaussianResidualViT": GaussianResidualViT}
 # Names accepted in YAML `model.name` -> class name.
-MODEL_NAMES = {"vit": "ViT", "gaussian": "GaussianScoreModel"}
+MODEL_NAMES = {"vit": "ViT", "gaussian": "GaussianScoreModel", "gaussian_vit": "GaussianResidualViT"}
 
 # Settings of the published trained_networks YAMLs that have no effect here (the published code ignores them
 # for hot sampling too, or they describe training).
@@ -149,7 +150,7 @@ class PriorSpec:
         if len(shape) != 3:
             raise PriorFormatError(f"image_shape must be [C, H, W], got {shape}")
         model = dict(self.model)
-        if str(model.get("name", "vit")).lower() == "gaussian":
+        if str(model.get("name", "vit")).lower() in ("gaussian", "gaussian_vit"):
             model["sde"] = dict(self.sde)  # the exact score of a Gaussian depends on the SDE's α_t, σ_t
         return build_model(model, shape)
 

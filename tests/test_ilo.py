@@ -77,6 +77,7 @@ def problem(G, proxy, task: dict, ref: torch.Tensor) -> Problem:
     return Problem(G, proxy, op, op.measure(ref), geocross=geocross, reference=ref)
 
 
+@pytest.mark.slow  # > 15 s; the fast tier must stay under 5 minutes
 def test_csgm_recovers_an_in_range_image_from_full_measurements(tiny):
     G, proxy = tiny
     ref = references(G, proxy, 1)

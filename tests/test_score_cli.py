@@ -79,6 +79,7 @@ def test_resume_continues_exactly(trained, tmp_path):
             assert torch.equal(value, b[key][name]), (key, name)
 
 
+@pytest.mark.slow  # > 15 s; the fast tier must stay under 5 minutes
 def test_eval_hot_and_cold(trained, tmp_path):
     for mode, hot in (("hot", "true"), ("cold", "false")):
         out = tmp_path / mode
@@ -108,6 +109,7 @@ def test_eval_finds_the_newest_trained_prior(trained, tmp_path):
     assert "no trained layer-2 prior" in line
 
 
+@pytest.mark.slow  # > 15 s; the fast tier must stay under 5 minutes
 def test_ddp_matches_one_process_with_the_doubled_batch(tmp_path):
     common = [*QUICK, "steps=4", "log_every=1", "ckpt_every=0", "warmup=0", "lr=1e-3"]
     single, double = tmp_path / "one", tmp_path / "two"

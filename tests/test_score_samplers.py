@@ -318,6 +318,7 @@ class TinyScoreNet(nn.Module):
 MODES = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
 
 
+@pytest.mark.slow  # > 15 s; the fast tier must stay under 5 minutes
 def test_training_on_a_gaussian_mixture_lands_samples_on_the_modes():
     torch.manual_seed(8)
 

@@ -91,6 +91,7 @@ def test_given_folder_of_any_image_kind_is_solved(tmp_path):
     check_report(out, names=["deep16", "gray", "large", "rgba", "wide"], tiles=5)
 
 
+@pytest.mark.slow  # two jobs (10 s); the fast tier must stay under 5 minutes
 def test_multirun_gets_a_page_comparing_its_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     args = [sys.executable, "solve_inverse.py", "-m", *QUICK, "method=csgm,ilo", "steps=[2]", "vars=[nl]",
@@ -106,7 +107,7 @@ def test_multirun_gets_a_page_comparing_its_jobs(tmp_path):
     assert ">csgm<" in text and ">ilo<" in text and "method × task" in text
 
 
-def check_report(run_dir: Path, names: list[str], tiles: int) -> str:
+def check_report(run_dir: Path, names: list[str], tiles: int, curves: bool = True) -> str:
     """report.html names every image, each tile it links exists, it has curves and the config."""
     text = (run_dir / "report.html").read_text()
     sources = re.findall(r'<img[^>]* src="([^"]+)"', text)
@@ -115,7 +116,8 @@ def check_report(run_dir: Path, names: list[str], tiles: int) -> str:
         assert not src.startswith(("http:", "https:", "/")) and (run_dir / src).is_file(), src
     for name in names:
         assert f"images/{name}/view/final.png" in sources and name in text
-    assert "<svg" in text and "<polyline" in text and "mean ± std" in text and "input_source:" in text
+    assert ("<svg" in text and "<polyline" in text) == curves
+    assert "mean ± std" in text and "input_source:" in text
     assert "<script" not in text and "<link" not in text  # no scripts, no external stylesheets
     return text
 
@@ -133,9 +135,6 @@ def errors(tmp_path_factory):
     taken = tmp / "taken"  # an earlier run's folder
     taken.mkdir()
     (taken / "metrics.json").write_text('{"images": [{"name": "earlier"}], "mean": {}}')
-    empty = tmp / "empty"
-    empty.mkdir()
-    (empty / "notes.txt").write_text("no images here")
     a_file = tmp / "a_file.png"
     a_file.write_bytes(b"")
     cases = {
@@ -151,9 +150,6 @@ def errors(tmp_path_factory):
         "overwrite": ([f"hydra.run.dir={taken}"], "already holds results"),
         "task": (["task=deblurring"], "Could not find 'task/deblurring'"),
         "key": (["stepz=[3]"], "Could not override 'stepz'"),
-        "contradiction": (["input_folders=[images/examples/]"], "input_folders was given but input_source=generator"),
-        "empty": (["input_source=folders", f"input_folders=[{empty}]"], "holds no png/jpg/jpeg images"),
-        "not_folder": (["input_source=folders", f"input_folders=[{a_file}]"], "is not a folder"),
         "run_dir_proc": (["hydra.run.dir=/proc/x"], "/proc/x cannot be used as the run directory"),
         "run_dir_file": ([f"hydra.run.dir={a_file}"], "exists and is not a folder"),
     }
@@ -165,8 +161,7 @@ def errors(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["short_list", "factor", "folder", "operator", "device", "rounds", "generator",
-                                  "image", "source", "overwrite", "task", "key", "contradiction", "empty",
-                                  "not_folder", "run_dir_proc", "run_dir_file"])
+                                  "image", "source", "overwrite", "task", "key", "run_dir_proc", "run_dir_file"])
 def test_bad_input_is_one_line_and_exit_2(errors, case):
     proc, fragment, run_dir = errors[case]
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
@@ -174,6 +169,31 @@ def test_bad_input_is_one_line_and_exit_2(errors, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and fragment in lines[0], lines[0]
     assert not (run_dir / "images").exists() and not (run_dir / "report.html").exists()  # nothing was solved
+
+
+def test_input_listing_errors(tmp_path):
+    """The input checks of inverse.inputs (each becomes one error line, like the cases above)."""
+    from omegaconf import OmegaConf
+
+    from inverse.inputs import list_inputs
+    from utils import UserError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    a_file = tmp_path / "a_file.png"
+    a_file.write_bytes(b"")
+    base = {"input_source": "folders", "num_images": 2, "max_images": None}
+    cases = [({"input_folders": [str(empty)]}, False, "holds no png/jpg/jpeg images"),
+             ({"input_folders": [str(a_file)]}, False, "is not a folder"),
+             ({"input_folders": []}, False, "input_folders is empty"),
+             ({"input_source": "generator", "input_folders": ["images/examples/"]}, True,
+              "input_folders was given but input_source=generator")]
+    for overrides, given, fragment in cases:
+        with pytest.raises(UserError, match=fragment):
+            list_inputs(OmegaConf.create({**base, **overrides}), folders_given=given)
+    ok_cfg = OmegaConf.create({**base, "input_source": "generator", "input_folders": ["images/examples/"]})
+    assert len(list_inputs(ok_cfg, folders_given=False)) == 2  # the default folders alone are no contradiction
 
 
 def test_overwrite_refusal_keeps_the_earlier_run(errors):
@@ -201,6 +221,7 @@ def test_interrupt_keeps_finished_images(tmp_path):
         assert (out / "images" / im["name"] / "final.png").is_file()
 
 
+@pytest.mark.slow  # > 15 s; the fast tier must stay under 5 minutes
 def test_torchrun_two_processes_match_one(tmp_path):
     args = ["method=ilo", "task=compressed_sensing", "steps=[4,4]", "num_images=3", "batch_size=1"]
     single = tmp_path / "single"
@@ -218,16 +239,16 @@ def test_torchrun_two_processes_match_one(tmp_path):
 def test_ilo_radius_is_chosen_per_generator():
     from hydra import compose, initialize_config_dir
 
-    from inverse import run as solve_run
+    from inverse.methods import Rounds
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         for generator, expected in [("demo", [100, 100, 400, 1600]), ("ffhq", [1000, 1000, 6000, 6000])]:
             cfg = compose("solve_inverse", overrides=["method=ilo", f"generator={generator}"])
-            assert solve_run.solver_settings(cfg).radius == expected[:3]  # one per round (3 rounds)
+            assert Rounds.from_config(cfg).settings.radius == expected[:3]  # one per round (3 rounds)
         cfg = compose("solve_inverse", overrides=["method=ilo", "radius=[0,5,6,7]"])  # an explicit radius wins
-        assert solve_run.solver_settings(cfg).radius == [0, 5, 6]
+        assert Rounds.from_config(cfg).settings.radius == [0, 5, 6]
         cfg = compose("solve_inverse", overrides=["method=sgilo"])  # published SGILO: no ball
-        assert solve_run.solver_settings(cfg).radius == [None] * 3
+        assert Rounds.from_config(cfg).settings.radius == [None] * 3
 
 
 @pytest.mark.slow
@@ -241,3 +262,48 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (900, 1000)
     assert (pixels < 200).mean() > 0.02 and pixels.std() > 20  # text, tables and tiles drawn, not a blank page
+
+
+SAMPLER_RUNS = {
+    "langevin_layer": ["method=langevin", "langevin.levels=3", "langevin.steps_per_level=1", "init_steps=2"],
+    "dps_pixel": ["method=dps", "space=pixel", "dps.steps=3", "chains=2"],
+    "resample_layer": ["method=resample", "resample.steps=6", "resample.every=2", "resample.opt_steps=2",
+                       "init_steps=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def sampler_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("samplers")
+    demo = ["generator=demo", "max_images=1", "input_source=folders", "progress=false", "num_threads=1"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run, *demo, *args, f"hydra.run.dir={tmp / name}")
+                   for name, args in SAMPLER_RUNS.items()}
+        return {name: (f.result(), tmp / name) for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLER_RUNS))
+def test_posterior_samplers_run_through_the_same_outputs(sampler_runs, name):
+    proc, out = sampler_runs[name]
+    ok(proc)
+    m = metrics(out)
+    assert len(m["images"]) == 1 and m["images"][0]["psnr"] is not None and not m["images"][0]["failed"]
+    stages = 2 if name.endswith("layer") else 1  # the CSGM start (layer space) and the sample
+    assert len(m["images"][0]["rounds"]) == stages
+    chains = 2 if name == "dps_pixel" else 1
+    check_report(out, names=[m["images"][0]["name"]], tiles=3 + stages + 1 + (chains > 1), curves=stages == 2)
+
+
+def test_sampler_settings_are_checked():
+    from hydra import compose, initialize_config_dir
+
+    from inverse.methods import build_method
+    from utils import UserError
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        for overrides, fragment in [(["method=dps", "+dps.stepz=3"], r"dps: unknown setting\(s\) \['stepz'\]"),
+                                    (["method=langevin", "space=latent"], "space must be one of"),
+                                    (["method=resample", "layer=0"], "layer must be an integer >= 1"),
+                                    (["method=dps", "chains=0"], "chains must be an integer >= 1")]:
+            with pytest.raises(UserError, match=fragment):
+                build_method(compose("solve_inverse", overrides=overrides))

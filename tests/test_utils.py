@@ -127,7 +127,8 @@ def test_usable_run_dir(tmp_path):
     assert "cannot be used as the run directory" in usable_run_dir("/proc/sgilo_run")
 
 
-@pytest.mark.parametrize("script", ["train_score.py", "train_stylegan.py", "eval_score_based.py"])
+@pytest.mark.parametrize("script", ["train_score.py", pytest.param("train_stylegan.py", marks=pytest.mark.slow),
+                                    pytest.param("eval_score_based.py", marks=pytest.mark.slow)])
 def test_entry_scripts_refuse_an_unusable_run_dir(script):
     import subprocess
     import sys
