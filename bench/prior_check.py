@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.images import ImageDataset  # noqa: E402
 from score.evaluation import LayerRenderer  # noqa: E402
 from score.prior import ScorePrior, parse_prior_spec  # noqa: E402
-from score.sde import get_sde  # noqa: E402
+from score.sde import get_sde, marginal_coefficients  # noqa: E402
 from stylegan.build import build_generator  # noqa: E402
 from stylegan.swd import swd  # noqa: E402
 from utils import ROOT, resolve_path  # noqa: E402
@@ -51,18 +51,13 @@ def load(name: str, device: torch.device) -> ScorePrior:
     return ScorePrior.from_spec(parse_prior_spec(conf), device=device, resolve=resolve_path)
 
 
-def alpha_sigma(prior: ScorePrior, t: float) -> tuple[float, float]:
-    mean, std = prior.sde.marginal_prob(torch.ones(1, 1), torch.tensor([t]))
-    return float(mean[0, 0]), float(std[0])
-
-
 @torch.no_grad()
 def denoising(prior: ScorePrior, u0: torch.Tensor, times: list[float], batch: int) -> dict[str, Any]:
     """Tweedie MSE per element at each t (mean over the samples) and the identity baseline."""
     gen = torch.Generator().manual_seed(SEED + 1)
     out = {}
     for t in times:
-        a, s = alpha_sigma(prior, t)
+        a, s = marginal_coefficients(prior.sde, t)
         err = 0.0
         for i in range(0, u0.shape[0], batch):
             x0 = u0[i : i + batch]

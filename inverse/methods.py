@@ -15,6 +15,7 @@ checks) and ``build`` (generator-dependent: priors, shapes).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -164,8 +165,8 @@ class PosteriorSampler(Method):
         if space == "layer" and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 1):
             raise UserError(f"layer must be an integer >= 1 for space=layer, got {layer!r}")
         options = to_plain(cfg.get(kind) or {})
-        known = set(SAMPLERS[kind].__code__.co_varnames[:SAMPLERS[kind].__code__.co_argcount]) - {
-            "ld", "op", "y", "rng", "sigma_y", "progress", "u_init"}
+        known = set(inspect.signature(SAMPLERS[kind]).parameters) - {"ld", "op", "y", "rng", "sigma_y", "progress",
+                                                                      "u_init"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise UserError(f"{kind}: unknown setting(s) {unknown}; known: {sorted(known)}")

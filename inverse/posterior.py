@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from inverse.operators import Operator
 from score.prior import ScorePrior
+from score.sde import marginal_coefficients
 
 
 @dataclass
@@ -69,15 +70,8 @@ class LatentDiffusion:
     def score(self, u: Tensor, t: float) -> Tensor:
         return self.prior.score(u, t)
 
-    def alpha_sigma(self, t: float, like: Tensor) -> tuple[float, float]:
-        mean, std = self.prior.sde.marginal_prob(torch.ones(1, 1, device=like.device, dtype=like.dtype),
-                                                 torch.tensor([t], device=like.device, dtype=like.dtype))
-        return float(mean[0, 0]), float(std[0])
-
-    def tweedie(self, u: Tensor, t: float) -> Tensor:
-        """E[u_0 | u_t] under the prior: (u_t + σ_t² s(u_t, t)) / α_t."""
-        a, s = self.alpha_sigma(t, u)
-        return (u + s**2 * self.score(u, t)) / a
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        return marginal_coefficients(self.prior.sde, t)
 
 
 def misfit(op: Operator, image: Tensor, y: Tensor) -> Tensor:
@@ -104,18 +98,18 @@ def annealed_langevin(ld: LatentDiffusion, op: Operator, y: Tensor, rng: Callabl
     """
     u = rng(*ld.prior.image_shape) if u_init is None else u_init.clone()
     ts = time_grid(levels, eps, u.device).tolist()
-    sigma_last = ld.alpha_sigma(ts[-1], u)[1]
+    sigma_last = ld.alpha_sigma(ts[-1])[1]
     for t in tqdm(ts, desc="langevin", disable=not progress, leave=False):
-        eta = step_size * (ld.alpha_sigma(t, u)[1] / sigma_last) ** 2
+        eta = step_size * (ld.alpha_sigma(t)[1] / sigma_last) ** 2
         for _ in range(steps_per_level):
             u = langevin_step(ld, op, y, u, t, eta, sigma_y, rng)
-    return ld.prior.from_model_space(u / ld.alpha_sigma(ts[-1], u)[0])
+    return ld.prior.from_model_space(u / ld.alpha_sigma(ts[-1])[0])
 
 
 def langevin_step(ld: LatentDiffusion, op: Operator, y: Tensor, u: Tensor, t: float, eta: float, sigma_y: float,
                   rng: Callable[..., Tensor]) -> Tensor:
     """u + η [s(u, t) + ∇_u log p(y | u, t)] + √(2η) ξ at level t (module docstring); u (B, *image_shape)."""
-    a, s = ld.alpha_sigma(t, u)
+    a, s = ld.alpha_sigma(t)
     gamma = s / a
     u = u.detach().requires_grad_(True)
     log_lik = -misfit(op, ld.decode_model(u / a), y).sum() / (2 * (sigma_y**2 + gamma**2))
@@ -146,7 +140,7 @@ def dps(ld: LatentDiffusion, op: Operator, y: Tensor, rng: Callable[..., Tensor]
     for t in tqdm(ts, desc="dps", disable=not progress, leave=False):
         u = u.detach().requires_grad_(True)
         score = ld.score(u, t)
-        a, s = ld.alpha_sigma(t, u)
+        a, s = ld.alpha_sigma(t)
         u0 = (u + s**2 * score) / a
         residual = misfit(op, ld.decode_model(u0), y).clamp_min(1e-12).sqrt()
         grad = torch.autograd.grad(residual.sum(), u)[0]  # rows are independent: one backward for all
@@ -184,15 +178,15 @@ def resample(ld: LatentDiffusion, op: Operator, y: Tensor, rng: Callable[..., Te
     for i, t in enumerate(tqdm(ts, desc="resample", disable=not progress, leave=False)):
         with torch.no_grad():
             score = ld.score(u, t)
-            a, s = ld.alpha_sigma(t, u)
+            a, s = ld.alpha_sigma(t)
             last = (u + s**2 * score) / a
             u = reverse_step(ld, u, t, dt, score, rng(*u.shape[1:]))
         t_now = max(t - dt, eps)
         if t_now < start_fraction and i % every == 0 and t_now > eps:
             last = consistent(ld, op, y, last, opt_steps, lr)
             with torch.no_grad():
-                a, s = ld.alpha_sigma(t_now, u)
-                a_next = ld.alpha_sigma(max(t_now - dt, eps), u)[0]
+                a, s = ld.alpha_sigma(t_now)
+                a_next = ld.alpha_sigma(max(t_now - dt, eps))[0]
                 abar, abar_next = a**2, a_next**2
                 gamma2 = gamma_scale * (1 - abar_next) / abar * (1 - abar / abar_next)
                 mean = (gamma2 * a * last + s**2 * u) / (gamma2 + s**2)

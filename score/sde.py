@@ -266,6 +266,12 @@ class VESDE(SDE):
 SDES: dict[str, type[SDE]] = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
 
 
+def marginal_coefficients(sde: SDE, t: float) -> tuple[float, float]:
+    """(α_t, σ_t) of the perturbation kernel x_t = α_t x_0 + σ_t ε at one scalar time t (float64 on the CPU)."""
+    mean, std = sde.marginal_prob(torch.ones(1, 1, dtype=torch.float64), torch.tensor([float(t)], dtype=torch.float64))
+    return float(mean[0, 0]), float(std[0])
+
+
 def get_sde(name: str, **kwargs) -> SDE:
     """Build an SDE by name: 'VPSDE' / 'VP_SDE' / 'vp', 'subVPSDE' / 'SubVP_SDE' / 'subvp', 'VESDE' / 'VE_SDE' / 've'.
 

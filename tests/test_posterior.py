@@ -15,7 +15,6 @@ from score.prior import ScorePrior
 from score.sde import VPSDE
 
 DIM, PIXELS, OBSERVED, SIGMA_Y = 6, 8, 5, 0.1
-CHAINS = [2000]  # rows the noise draws are shaped for (set by each run)
 
 
 class MatrixOperator:
@@ -64,8 +63,8 @@ def exact_posterior(model, w, op, y, t: float, sde):
     return 2 * mean / a - 1, 4 * cov / a**2  # u -> v
 
 
-def run_langevin(ld, op, y, rng, chains=1000, steps=800, eta=3e-4, t=1e-3):
-    CHAINS[0] = chains
+def run_langevin(ld, op, y, scale, chains=1000, steps=800, eta=3e-4, t=1e-3):
+    rng = noise(scale, chains)
     u = torch.full((chains, DIM, 1, 1), 0.5)
     ys = y.expand(chains, -1)
     for _ in range(steps):
@@ -74,9 +73,10 @@ def run_langevin(ld, op, y, rng, chains=1000, steps=800, eta=3e-4, t=1e-3):
     return ld.prior.from_model_space(u / a).flatten(1).double()
 
 
-def noise(scale: float, seed: int = 1):
+def noise(scale: float, rows: int, seed: int = 1):
+    """An rng for the samplers: ``rng(*shape)`` -> (rows, *shape) draws of scale · N(0, 1)."""
     g = torch.Generator().manual_seed(seed)
-    return lambda *shape: scale * torch.randn((CHAINS[0], *shape), generator=g)
+    return lambda *shape: scale * torch.randn((rows, *shape), generator=g)
 
 
 def moments_error(samples, mean, cov):
@@ -89,7 +89,7 @@ def moments_error(samples, mean, cov):
 def test_langevin_at_the_last_level_samples_the_exact_posterior(problem):
     ld, op, y, w, model = problem
     mean, cov = exact_posterior(model, w, op, y, 1e-3, ld.prior.sde)
-    mean_err, cov_err = moments_error(run_langevin(ld, op, y, noise(1.0)), mean, cov)
+    mean_err, cov_err = moments_error(run_langevin(ld, op, y, 1.0), mean, cov)
     print(f"Langevin: mean error {mean_err:.3f} posterior std, covariance error {cov_err:.3f}")
     assert mean_err < 0.1 and cov_err < 0.15, (mean_err, cov_err)
 
@@ -99,7 +99,7 @@ def test_langevin_negative_controls_fail(problem, scale, why):
     # The same sampler with a broken noise term must miss the posterior covariance by far more than the tolerance.
     ld, op, y, w, model = problem
     mean, cov = exact_posterior(model, w, op, y, 1e-3, ld.prior.sde)
-    _, cov_err = moments_error(run_langevin(ld, op, y, noise(scale), chains=400, steps=600), mean, cov)
+    _, cov_err = moments_error(run_langevin(ld, op, y, scale, chains=400, steps=600), mean, cov)
     assert cov_err > 0.3, f"{why}: covariance error only {cov_err:.3f}"
 
 
@@ -108,8 +108,7 @@ def test_dps_bias_on_the_linear_gaussian_problem(problem):
     bias here is measured, not hidden. Mean within 1 posterior std; the covariance error is reported."""
     ld, op, y, w, model = problem
     mean, cov = exact_posterior(model, w, op, y, 1e-3, ld.prior.sde)
-    CHAINS[0] = 500
-    samples = dps(ld, op, y.expand(500, -1), noise(1.0, seed=2), steps=300, zeta=0.3)
+    samples = dps(ld, op, y.expand(500, -1), noise(1.0, 500, seed=2), steps=300, zeta=0.3)
     v = torch.as_tensor(samples).flatten(1).double()
     mean_err, cov_err = moments_error(v, mean, cov)
     print(f"DPS on the linear-Gaussian problem: mean error {mean_err:.3f} posterior std, covariance error "
