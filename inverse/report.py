@@ -168,7 +168,12 @@ def _job_summary(job_dir: Path) -> dict[str, Any] | None:
 
 def write_sweep_report(sweep_dir: Path) -> Path | None:
     """``<sweep_dir>/report.html`` comparing the jobs of a Hydra multirun that have results so far."""
-    jobs = [s for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()) if (s := _job_summary(d)) is not None]
+    def job_order(d: Path) -> tuple[int, str]:  # Hydra's job number first: 2_… before 10_…
+        head = d.name.split("_", 1)[0]
+        return (int(head) if head.isdigit() else 1 << 30, d.name)
+
+    dirs = sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=job_order)
+    jobs = [s for d in dirs if (s := _job_summary(d)) is not None]
     if not jobs:
         return None
     rows = []
