@@ -10,11 +10,13 @@ Two image sets, ``--images`` each:
   or style), drawn with ``--heldout-seed``, copied to ``<out>/heldout/`` and read back as a folder, like a user's
   images.
 
-Every task (``configs/task``) x {naive, csgm, ilo, sgilo} runs ``solve_inverse.py`` once per method and set,
-with the same seed, so all methods see the same measurements. Step budgets are equal: CSGM one round of
-``3 x --steps``, ILO and SGILO three rounds of ``--steps``. Sweeps over the number of measurements (sparse
-inpainting: observed fraction; compressed sensing: m / n) run on both sets. Two ablations on the
-held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO with ILO's l1 ball.
+Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` methods brgm and landscape} runs
+``solve_inverse.py`` once per method and set, with the same seed, so all methods see the same measurements. Step
+budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``, ILO and SGILO three rounds of
+``--steps``. (method=landscape needs a θ trained for the generator: checkpoints/demo/landscape.pt for the demo.)
+Sweeps over the number of measurements (sparse inpainting: observed fraction; compressed sensing: m / n) run on
+both sets. Two ablations on the held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO
+with ILO's l1 ball.
 
 Writes ``samples.png`` (the generator's samples), ``results.md`` (tables and whether SGILO >= ILO >= CSGM
 holds), ``results.json``, per-task grids
@@ -44,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from utils import load_image, make_grid, save_image  # noqa: E402
 
-METHODS = ("csgm", "ilo", "sgilo")
-LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO"}
+CLAIM = ("csgm", "ilo", "sgilo")  # the paper's claim: SGILO >= ILO >= CSGM
+EXTRA = ("brgm", "landscape")  # the harness' other methods, on the same data and step budget (--extra)
+LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "brgm": "BRGM", "landscape": "CSGM + θ"}
 TASKS = {
     "inpainting": ["task=inpainting"],
     "super_resolution": ["task=super_resolution"],
@@ -72,6 +75,10 @@ ABLATIONS = {
 def method_overrides(method: str, steps: int) -> list[str]:
     if method == "csgm":
         return ["method=csgm", f"steps=[{3 * steps}]"]
+    if method == "brgm":
+        return ["method=brgm", f"brgm.steps={3 * steps}"]
+    if method == "landscape":
+        return ["method=landscape", f"steps=[{3 * steps}]"]
     if method == "ilo":
         return ["method=ilo", f"steps=[{steps},{steps},{steps}]"]
     return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
@@ -128,13 +135,14 @@ def summarise(data: dict) -> dict[str, float | None]:
 
 def recon_grid(runs: dict[str, Path], names: list[str], path: Path) -> None:
     """Rows: images; columns: reference, measurement, naive, then each method's final image."""
-    first = runs[METHODS[0]] / "images"
+    methods = list(runs)
+    first = runs[methods[0]] / "images"
     side = load_image(first / names[0] / "reference.png").shape[-1]
     tiles = []
     for name in names:  # (a super-resolution measurement is smaller: shown resized to the image side)
         tiles += [load_image(first / name / f"{p}.png", side) for p in ("reference", "measurement", "naive")]
-        tiles += [load_image(runs[m] / "images" / name / "final.png", side) for m in METHODS]
-    grid = make_grid(torch.stack(tiles), nrow=3 + len(METHODS))
+        tiles += [load_image(runs[m] / "images" / name / "final.png", side) for m in methods]
+    grid = make_grid(torch.stack(tiles), nrow=3 + len(methods))
     up = torch.nn.functional.interpolate(grid[None], scale_factor=4, mode="nearest")[0]  # 32 px is tiny on screen
     save_image(up, path, overwrite=True)
 
@@ -172,7 +180,8 @@ def line_chart(path: Path, title: str, xlabel: str, xs: list[float], series: dic
         draw.text((px(i) - 12, h - bottom + 6), f"{x:g}", fill="black")
     draw.text((left, h - 22), xlabel, fill="black")
     draw.text((left, 12), f"{title}: PSNR (dB)", fill="black")
-    colours = {"naive": (128, 128, 128), "csgm": (31, 119, 180), "ilo": (44, 160, 44), "sgilo": (214, 39, 40)}
+    colours = {"naive": (128, 128, 128), "csgm": (31, 119, 180), "ilo": (44, 160, 44), "sgilo": (214, 39, 40),
+               "brgm": (148, 103, 189), "landscape": (255, 127, 14)}
     for j, (name, vs) in enumerate(series.items()):
         points = [(px(i), py(v)) for i, v in enumerate(vs) if v is not None]
         draw.line(points, fill=colours[name], width=3)
@@ -192,10 +201,10 @@ def cell(s: dict, prefix: str = "") -> str:
 
 
 def claim(s: dict[str, dict]) -> str:
-    p = {m: s[m]["psnr"] for m in METHODS}
+    p = {m: s[m]["psnr"] for m in CLAIM}
     if any(v is None for v in p.values()):
         return "n/a"
-    order = " ≥ ".join(LABELS[m] for m in sorted(METHODS, key=lambda m: -p[m]))
+    order = " ≥ ".join(LABELS[m] for m in sorted(CLAIM, key=lambda m: -p[m]))
     holds = p["sgilo"] >= p["ilo"] >= p["csgm"]
     return ("holds" if holds else "no") + f" ({order})"
 
@@ -211,9 +220,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per solve")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--extra", default=",".join(EXTRA),
+                        help=f"comma-separated methods beside {', '.join(CLAIM)} (of: {', '.join(EXTRA)}; '' for none)")
     args = parser.parse_args()
     if args.images < 1 or args.steps < 1:
         raise SystemExit("error: --images and --steps must be positive")
+    extra = [m.strip() for m in args.extra.split(",") if m.strip()]
+    if set(extra) - set(EXTRA):
+        raise SystemExit(f"error: --extra takes methods of {', '.join(EXTRA)}, got {', '.join(extra)}")
+    methods = CLAIM + tuple(m for m in EXTRA if m in extra)
 
     start = time.perf_counter()
     out, n = args.out, args.images
@@ -222,13 +237,14 @@ def main() -> None:
     sets = {"in_range": ["input_source=generator", f"num_images={n}"],
             "held_out": ["input_source=folders", f"input_folders=[{heldout}]", f"max_images={n}"]}
     common = [f"generator={args.generator}", f"seed={args.seed}"]
-    results: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "tasks": {}, "sweeps": {}}
+    results: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "methods": list(methods), "tasks": {},
+                     "sweeps": {}}
 
     for set_name, set_overrides in sets.items():
         for task, task_overrides in TASKS.items():
-            runs = {m: out / "runs" / f"{set_name}_{task}_{m}" for m in METHODS}
+            runs = {m: out / "runs" / f"{set_name}_{task}_{m}" for m in methods}
             summary = {}
-            for m in METHODS:
+            for m in methods:
                 data = solve(runs[m], common + set_overrides + task_overrides + method_overrides(m, args.steps), n,
                              args.threads)
                 summary[m] = summarise(data)
@@ -240,14 +256,14 @@ def main() -> None:
 
     if not args.no_sweeps:
         for (sweep, (xlabel, values, make)), set_name in itertools.product(SWEEPS.items(), sets):
-            table: dict[str, list] = {m: [] for m in ("naive", *METHODS)}
+            table: dict[str, list] = {m: [] for m in ("naive", *methods)}
             for v in values:
-                for m in METHODS:
+                for m in methods:
                     data = solve(out / "runs" / f"sweep_{set_name}_{sweep}_{v}_{m}",
                                  common + sets[set_name] + make(v) + method_overrides(m, args.steps), n, args.threads)
                     s = summarise(data)
                     table[m].append(s["psnr"])
-                    if m == METHODS[0]:
+                    if m == methods[0]:
                         table["naive"].append(s["naive_psnr"])
                 print(f"sweep {set_name} {sweep} {v}: " + ", ".join(f"{k} {table[k][-1]:.2f}" for k in table),
                       flush=True)
@@ -278,16 +294,18 @@ def main() -> None:
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Generator `{args.generator}`, {args.images} images per set, seed {args.seed}, {args.steps} Adam steps "
-             f"per round (CSGM {3 * args.steps} in one). Cells: PSNR (dB) ± its standard deviation over the "
-             "images / SSIM (/ LPIPS when its weights are available), means over the images.", ""]
+             f"per round (one-round methods: {3 * args.steps} steps). Cells: PSNR (dB) ± its standard deviation over "
+             "the images / SSIM (/ LPIPS when its weights are available), means over the images.", ""]
+    methods = results["methods"]
+    labels = [LABELS[m] for m in methods]
     for set_name, tasks in results["tasks"].items():
         lines += [f"**{set_name.replace('_', '-')}**", "",
-                  "| task | naive | CSGM | ILO | SGILO | SGILO ≥ ILO ≥ CSGM | s/image (CSGM / ILO / SGILO) |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| task | naive | {' | '.join(labels)} | SGILO ≥ ILO ≥ CSGM | s/image ({' / '.join(labels)}) |",
+                  "|---|---|" + "---|" * len(methods) + "---|---|"]
         for task, s in tasks.items():
-            secs = " / ".join(f"{s[m]['seconds']:.1f}" for m in METHODS)
+            secs = " / ".join(f"{s[m]['seconds']:.1f}" for m in methods)
             lines.append(f"| {task.replace('_', ' ')} | {cell(s['csgm'], 'naive_')} | "
-                         + " | ".join(cell(s[m]) for m in METHODS) + f" | {claim(s)} | {secs} |")
+                         + " | ".join(cell(s[m]) for m in methods) + f" | {claim(s)} | {secs} |")
         lines.append("")
     for data in results["sweeps"].values():
         lines += [f"**{data['task'].replace('_', ' ')}** ({data['set'].replace('_', '-')}, PSNR dB)", "",

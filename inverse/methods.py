@@ -2,6 +2,9 @@
 for the shared input, output, metrics and sharding code of :mod:`inverse.run` (DESIGN §7).
 
 - ``rounds``: the layer-wise round loop of :mod:`inverse.ilo`; CSGM, ILO and SGILO are its settings.
+- ``landscape``: the round loop with a learned landscape network θ between the optimised latent and the generator
+  (:mod:`inverse.landscape`; trained by ``train_landscape.py``).
+- ``brgm``: MAP (or a Gaussian variational posterior) in W+ under BRGM's priors (:mod:`inverse.brgm`).
 - ``langevin``, ``dps``, ``resample``: the diffusion posterior samplers of :mod:`inverse.posterior`, with
   ``space: layer`` (a score prior on the features of ``layer`` and G2, the generator from there on, as the
   decoder: a latent diffusion model) or ``space: pixel`` (a score prior on the image, the identity as decoder).
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from inverse.brgm import BrgmSettings, WStats, solve_brgm
 from inverse.ilo import (
     ImageRng,
     LayerPriors,
@@ -37,9 +41,10 @@ from inverse.ilo import (
     solve,
 )
 from inverse.inputs import positive_int
+from inverse.landscape import LandscapeFormatError, LandscapeMap, LandscapeProxy, load_theta
 from inverse.posterior import LatentDiffusion, annealed_langevin, dps, resample
 from score.prior import ScorePrior
-from utils import UserError, to_plain
+from utils import UserError, resolve_path, to_plain
 
 log = logging.getLogger("solve_inverse")
 SPACES = ("layer", "pixel")
@@ -55,6 +60,11 @@ class Method:
     def stages(self) -> int:
         """How many images ``Solution.rounds`` holds per measurement."""
         raise NotImplementedError
+
+    @property
+    def uses_perceptual(self) -> bool:
+        """Whether the method's objective has an LPIPS term (the run then loads LPIPS for it)."""
+        return False
 
     def build(self, cfg: DictConfig, G: Any, load_prior: Callable[..., ScorePrior | None], device: Any) -> None:
         """Generator-dependent set-up (priors); raises UserError."""
@@ -78,6 +88,10 @@ class Rounds(Method):
     @property
     def stages(self) -> int:
         return self.settings.rounds
+
+    @property
+    def uses_perceptual(self) -> bool:
+        return any(w > 0 for w in self.settings.pe)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Rounds:
@@ -120,6 +134,43 @@ class Rounds(Method):
 
     def solve(self, problem: Problem, image_ids: list[int], seed: int, progress: bool) -> Solution:
         return solve(problem, self.settings, self.priors, image_ids=image_ids, seed=seed, progress=progress)
+
+
+@dataclass
+class Landscape(Rounds):
+    """The round loop on z′ with θ in front of the generator's proxy: the rounds optimise z′ and render
+    G(proxy(θ(z′))); ``Solution.variables.z`` is θ(z′), the generator's own latent. ``landscape.ckpt`` names θ."""
+
+    ckpt: str = ""
+    theta: LandscapeMap | None = None
+    name: str = "landscape"
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Landscape:
+        rounds = Rounds.from_config(cfg)
+        ckpt = (cfg.get("landscape") or {}).get("ckpt")
+        if not isinstance(ckpt, str) or not ckpt:
+            raise UserError("method landscape needs landscape.ckpt (a landscape.pt from train_landscape.py)")
+        return cls(rounds.settings, ckpt=ckpt)
+
+    def build(self, cfg: DictConfig, G: Any, load_prior: Callable[..., ScorePrior | None], device: Any) -> None:
+        super().build(cfg, G, load_prior, device)
+        try:
+            self.theta, record = load_theta(resolve_path(self.ckpt), G.w_dim, device)
+        except LandscapeFormatError as exc:
+            raise UserError(f"landscape.ckpt: {exc}") from None
+        trained_for = (record.get("generator") or {}).get("name")
+        if trained_for != cfg.generator.name:
+            raise UserError(f"landscape.ckpt {self.ckpt} was trained for generator {trained_for!r}, not "
+                            f"{cfg.generator.name!r}")
+
+    def solve(self, problem: Problem, image_ids: list[int], seed: int, progress: bool) -> Solution:
+        assert self.theta is not None, "build() first"
+        mapped = replace(problem, proxy=LandscapeProxy(self.theta, problem.proxy))
+        sol = solve(mapped, self.settings, self.priors, image_ids=image_ids, seed=seed, progress=progress)
+        with torch.no_grad():
+            sol.variables.z = self.theta(sol.variables.z)
+        return sol
 
 
 def prior_table(cfg: DictConfig) -> dict[str, Any]:
@@ -244,15 +295,65 @@ class PosteriorSampler(Method):
                         layer_states=states, logs=logs, seconds=seconds)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# BRGM.
+
+
+@dataclass
+class Brgm(Method):
+    """BRGM (:mod:`inverse.brgm`): the ``brgm:`` block of the method config holds :class:`BrgmSettings`."""
+
+    settings: BrgmSettings
+    chains: int
+    stats: WStats | None = None
+    name: str = "brgm"
+
+    @property
+    def stages(self) -> int:
+        return 1
+
+    @property
+    def uses_perceptual(self) -> bool:
+        return self.settings.percept > 0
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Brgm:
+        options = to_plain(cfg.get("brgm") or {})
+        known = {f for f in inspect.signature(BrgmSettings).parameters}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(f"brgm: unknown setting(s) {unknown}; known: {sorted(known)}")
+        if isinstance(options.get("sigma_prior"), list):
+            options["sigma_prior"] = tuple(options["sigma_prior"])
+        settings = BrgmSettings(**options)
+        try:
+            settings.check()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return cls(settings, int(cfg.chains))
+
+    def build(self, cfg: DictConfig, G: Any, load_prior: Callable[..., ScorePrior | None], device: Any) -> None:
+        s = self.settings
+        self.stats = WStats.of(G.mapping, s.w_samples, s.w_seed, device)
+
+    def solve(self, problem: Problem, image_ids: list[int], seed: int, progress: bool) -> Solution:
+        assert self.stats is not None, "build() first"
+        return solve_brgm(problem, self.settings, self.stats, image_ids, seed, self.chains, progress)
+
+
 def build_method(cfg: DictConfig) -> Method:
     """The method ``method.solver`` names (default ``rounds``), checked; raises UserError."""
     positive_int(cfg, "chains")
     kind = cfg.method.get("solver", "rounds")
     if kind == "rounds":
         method = Rounds.from_config(cfg)
+    elif kind == "landscape":
+        method = Landscape.from_config(cfg)
+    elif kind == "brgm":
+        method = Brgm.from_config(cfg)
     elif kind in SAMPLERS:
         method = PosteriorSampler.from_config(cfg, kind)
     else:
-        raise UserError(f"method.solver must be one of {['rounds', *SAMPLERS]}, got {kind!r}")
+        raise UserError(f"method.solver must be one of {['rounds', 'landscape', 'brgm', *SAMPLERS]}, got {kind!r}")
     method.name = str(cfg.method.name)
     return method

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from inverse.ilo import Problem
 from inverse.inputs import InputImage, list_inputs, load_references, measure, positive_int
 from inverse.losses import PerceptualLoss
-from inverse.methods import PIXEL_LAYER, Method, Rounds, build_method
+from inverse.methods import PIXEL_LAYER, Method, build_method
 from inverse.metrics import Metrics
 from inverse.operators import OPERATORS, Operator, build_operator
 from inverse.outputs import (
@@ -181,9 +181,10 @@ def prepare(cfg: DictConfig, out_dir: Path, folders_given: bool = False, sweep_d
     except (ValueError, FileNotFoundError) as exc:  # a configured weights path that is missing or wrong
         raise UserError(f"lpips: {exc}") from None
     lpips_fn = lpips if lpips.available else None
-    uses_pe = isinstance(method, Rounds) and any(w > 0 for w in method.settings.pe)
+    uses_pe = method.uses_perceptual
     if uses_pe and lpips_fn is None:
-        log.warning("LPIPS is unavailable: the perceptual term (pe) is dropped and lpips is reported as null")
+        log.warning("LPIPS is unavailable: the perceptual term of %s is dropped and lpips is reported as null",
+                    method.name)
     return Run(cfg, method, dist, out_dir, sweep_dir, G, proxy, op, items, references,
                lpips_fn if uses_pe else None, lpips_fn)
 
