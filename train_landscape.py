@@ -83,8 +83,8 @@ def train(cfg: DictConfig) -> None:
         resume = load_record(resolve_path(cfg.resume)) if cfg.resume else None
     except (GeneratorConfigError, ValueError) as exc:  # LandscapeFormatError is a ValueError
         raise UserError(str(exc)) from None
-    if images.shape[1] != G.img_channels:
-        images = images.mean(1, keepdim=True) if G.img_channels == 1 else images
+    if G.img_channels == 1:  # the datasets are RGB
+        images = images.mean(1, keepdim=True)
     seed_everything(int(cfg.seed))
     trainer = LandscapeTrainer(G, proxy, images, settings, int(cfg.seed), record)
     if resume is not None:

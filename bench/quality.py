@@ -13,7 +13,9 @@ Two image sets, ``--images`` each:
 Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` methods brgm and landscape} runs
 ``solve_inverse.py`` once per method and set, with the same seed, so all methods see the same measurements. Step
 budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``, ILO and SGILO three rounds of
-``--steps``. (method=landscape needs a θ trained for the generator: checkpoints/demo/landscape.pt for the demo.)
+``--steps``; the posterior samplers (``--extra langevin,dps,resample``) a CSGM start of ``--steps`` and about
+``2 x --steps`` decoder evaluations. (method=landscape needs a θ trained for the generator:
+checkpoints/demo/landscape.pt for the demo.)
 Sweeps over the number of measurements (sparse inpainting: observed fraction; compressed sensing: m / n) run on
 both sets. Two ablations on the held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO
 with ILO's l1 ball.
@@ -47,8 +49,10 @@ sys.path.insert(0, str(ROOT))
 from utils import load_image, make_grid, save_image  # noqa: E402
 
 CLAIM = ("csgm", "ilo", "sgilo")  # the paper's claim: SGILO >= ILO >= CSGM
-EXTRA = ("brgm", "landscape")  # the harness' other methods, on the same data and step budget (--extra)
-LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "brgm": "BRGM", "landscape": "CSGM + θ"}
+EXTRA = ("brgm", "landscape", "langevin", "dps", "resample")  # the harness' other methods (--extra)
+DEFAULT_EXTRA = ("brgm", "landscape")
+LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "brgm": "BRGM", "landscape": "CSGM + θ",
+          "langevin": "Langevin (layer 2)", "dps": "DPS (layer 2)", "resample": "ReSample (layer 2)"}
 TASKS = {
     "inpainting": ["task=inpainting"],
     "super_resolution": ["task=super_resolution"],
@@ -79,6 +83,14 @@ def method_overrides(method: str, steps: int) -> list[str]:
         return ["method=brgm", f"brgm.steps={3 * steps}"]
     if method == "landscape":
         return ["method=landscape", f"steps=[{3 * steps}]"]
+    # The posterior samplers: a CSGM start of `steps`, then about 2 x `steps` decoder evaluations with gradients.
+    if method == "langevin":
+        return ["method=langevin", f"init_steps={steps}", f"langevin.levels={max(1, 2 * steps // 3)}"]
+    if method == "dps":
+        return ["method=dps", f"init_steps={steps}", f"dps.steps={2 * steps}"]
+    if method == "resample":  # `steps` reverse steps + 5 consistency steps of steps / 5 Adam steps
+        return ["method=resample", f"init_steps={steps}", f"resample.steps={steps}",
+                f"resample.every={max(1, steps // 10)}", f"resample.opt_steps={max(1, steps // 5)}"]
     if method == "ilo":
         return ["method=ilo", f"steps=[{steps},{steps},{steps}]"]
     return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
@@ -130,7 +142,18 @@ def summarise(data: dict) -> dict[str, float | None]:
     out["psnr_std"] = statistics.stdev(psnrs) if len(psnrs) > 1 else None
     out.update({f"naive_{k}": mean(records, f"naive_{k}") for k in ("psnr", "ssim", "lpips")})
     out["failed"] = sum(bool(r.get("failed")) for r in records)
+    out["psnr_by_image"] = {r["name"]: r["psnr"] for r in records}  # for paired differences between methods
     return out
+
+
+def paired(a: dict, b: dict) -> str:
+    """Mean PSNR difference a − b over the images both solved, ± its standard error (the same images and
+    measurements: the spread between images cancels)."""
+    pa, pb = a.get("psnr_by_image") or {}, b.get("psnr_by_image") or {}
+    d = [pa[k] - pb[k] for k in pa if pa[k] is not None and pb.get(k) is not None]
+    if len(d) < 2:
+        return "n/a"
+    return f"{statistics.mean(d):+.2f} ± {statistics.stdev(d) / len(d) ** 0.5:.2f}"
 
 
 def recon_grid(runs: dict[str, Path], names: list[str], path: Path) -> None:
@@ -220,7 +243,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per solve")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
-    parser.add_argument("--extra", default=",".join(EXTRA),
+    parser.add_argument("--extra", default=",".join(DEFAULT_EXTRA),
                         help=f"comma-separated methods beside {', '.join(CLAIM)} (of: {', '.join(EXTRA)}; '' for none)")
     args = parser.parse_args()
     if args.images < 1 or args.steps < 1:
@@ -306,6 +329,14 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             secs = " / ".join(f"{s[m]['seconds']:.1f}" for m in methods)
             lines.append(f"| {task.replace('_', ' ')} | {cell(s['csgm'], 'naive_')} | "
                          + " | ".join(cell(s[m]) for m in methods) + f" | {claim(s)} | {secs} |")
+        lines.append("")
+        pairs = [("sgilo", "ilo"), ("ilo", "csgm")] + [(m, "csgm") for m in methods if m not in CLAIM]
+        lines += [f"Paired PSNR differences ({set_name.replace('_', '-')}; mean over the images ± standard error, dB; "
+                  "within about two standard errors of 0 is a tie):", "",
+                  "| task | " + " | ".join(f"{LABELS[a]} − {LABELS[b]}" for a, b in pairs) + " |",
+                  "|---|" + "---|" * len(pairs)]
+        for task, s in tasks.items():
+            lines.append(f"| {task.replace('_', ' ')} | " + " | ".join(paired(s[a], s[b]) for a, b in pairs) + " |")
         lines.append("")
     for data in results["sweeps"].values():
         lines += [f"**{data['task'].replace('_', ' ')}** ({data['set'].replace('_', '-')}, PSNR dB)", "",
