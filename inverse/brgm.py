@@ -232,6 +232,10 @@ def solve_brgm(problem: Problem, s: BrgmSettings, stats: WStats, image_ids: Sequ
         ws = ws.repeat_interleave(k, 0) + fit.spread.repeat_interleave(k, 0) * eps
         noises = [m.repeat_interleave(k, 0) for m in noises]
         failed = failed.repeat_interleave(k, 0)
+        for name in ("row_losses", "row_psnrs"):  # the K draws of a measurement share its fit's curves
+            curve = getattr(fit.log, name)
+            if curve is not None:
+                setattr(fit.log, name, curve.repeat_interleave(k, 1))
     with torch.no_grad():
         image = render(problem, ws, noises).clamp(-1, 1)
     failed = failed | ~torch.isfinite(image.flatten(1).sum(1))

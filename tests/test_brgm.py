@@ -120,6 +120,7 @@ def test_variational_chains_are_draws_of_the_fitted_posterior(tiny):
     three = solve_brgm(problem, s, stats, [5], seed=0, chains=3, progress=False)
     one = solve_brgm(problem, s, stats, [5], seed=0, chains=1, progress=False)
     assert three.final.shape == (1, 3, 3, 32, 32)
+    assert three.logs[0].row_psnrs.shape == (20, 3)  # one curve per row of the output (the draws share theirs)
     assert float(three.std.mean()) > 1e-3  # K draws differ
     # K = 1 is the posterior mean m; the mean of K draws scatters around it.
     assert float((one.final[:, 0] - three.mean).abs().mean()) < float(three.std.mean())
