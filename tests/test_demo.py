@@ -65,6 +65,28 @@ def test_readme_commands_run_on_the_demo(tmp_path):
     assert ScorePrior.load(tmp_path / "train" / "prior.pt").generator["name"] == "demo"
 
 
+def test_committed_landscape_network_fits_the_demo_generator():
+    from inverse.landscape import load_theta
+
+    G, _ = build_generator({"name": "demo", "ckpt": str(DEMO / "generator.pt"),
+                            "gaussian_fit": str(DEMO / "gaussian_fit.pt")})
+    theta, record = load_theta(DEMO / "landscape.pt", G.w_dim)
+    assert record["generator"]["name"] == "demo" and record["training"] is None
+    z = torch.zeros(1, G.num_ws, G.w_dim)
+    assert not torch.equal(theta(z), z)  # trained: no longer the identity it started as
+
+
+@pytest.mark.slow
+def test_brgm_and_landscape_run_on_the_demo(tmp_path):
+    """method=brgm and method=landscape (with the committed θ) from a fresh clone, a few steps each."""
+    for method, steps in (("brgm", "brgm.steps=3"), ("landscape", "steps=[3]")):
+        out = tmp_path / method
+        proc = run("solve_inverse.py", f"method={method}", steps, "max_images=1", "progress=false",
+                   f"hydra.run.dir={out}")
+        assert f"{method} / inpainting / demo" in proc.stdout
+        assert json.loads((out / "metrics.json").read_text())["images"][0]["psnr"] is not None
+
+
 @pytest.mark.slow
 def test_no_argument_commands(tmp_path):
     """Exactly the README's commands (only the run folder is moved into tmp_path)."""
