@@ -173,6 +173,15 @@ class Landscape(Rounds):
         return sol
 
 
+def settings_block(cfg: DictConfig, key: str, known: set[str]) -> dict[str, Any]:
+    """The ``key:`` block of the method config as a plain dict; raises UserError naming any unknown setting."""
+    options = to_plain(cfg.get(key) or {})
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"{key}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    return options
+
+
 def prior_table(cfg: DictConfig) -> dict[str, Any]:
     """``priors.<generator name>`` of the method config; raises UserError when the generator has no entry."""
     table = to_plain(cfg.get("priors") or {})
@@ -215,12 +224,8 @@ class PosteriorSampler(Method):
         layer = cfg.get("layer", 2)
         if space == "layer" and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 1):
             raise UserError(f"layer must be an integer >= 1 for space=layer, got {layer!r}")
-        options = to_plain(cfg.get(kind) or {})
-        known = set(inspect.signature(SAMPLERS[kind]).parameters) - {"ld", "op", "y", "rng", "sigma_y", "progress",
-                                                                      "u_init"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"{kind}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        not_settings = {"ld", "op", "y", "rng", "sigma_y", "progress", "u_init"}  # what the method itself passes
+        options = settings_block(cfg, kind, set(inspect.signature(SAMPLERS[kind]).parameters) - not_settings)
         init = None
         if space == "layer":
             steps = cfg.get("init_steps", 300)
@@ -318,11 +323,7 @@ class Brgm(Method):
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Brgm:
-        options = to_plain(cfg.get("brgm") or {})
-        known = {f for f in inspect.signature(BrgmSettings).parameters}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"brgm: unknown setting(s) {unknown}; known: {sorted(known)}")
+        options = settings_block(cfg, "brgm", set(inspect.signature(BrgmSettings).parameters))
         if isinstance(options.get("sigma_prior"), list):
             options["sigma_prior"] = tuple(options["sigma_prior"])
         settings = BrgmSettings(**options)

@@ -199,10 +199,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {prior!r}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 class GaussianResidualViT(nn.Module):
     """A learned prior that starts as the Gaussian one: noise prediction = Gaussian's exact one + a ViT residual.
 
@@ -235,3 +231,7 @@ class GaussianResidualViT(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.gaussian(x, t) + self.vit(x, t)
+
+
+if __name__ == "__main__":
+    main()
