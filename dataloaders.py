@@ -194,10 +194,26 @@ def save_latents(path: str | Path, latents: Tensor, layer: int, overwrite: bool 
         torch.save({"format": LATENTS_FORMAT, "layer": int(layer), "latents": latents.detach().cpu(), **extra}, f)
 
 
+def saved_latent_files(paths: list[str | Path], layer: int) -> list[Path]:
+    """The files behind ``paths``: a file stays as it is; a folder (e.g. a solve_inverse.py run directory
+    with ``save_latent=true``) stands for every ``latents_layer<layer>.pt`` below it, in sorted order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob(f"latents_layer{layer}.pt"))
+            if not found:
+                raise ValueError(f"{p}: no latents_layer{layer}.pt below this folder (solve with save_latent=true)")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
 def load_saved_latents(paths: list[str | Path], layer: int) -> Tensor:
-    """Concatenate latents of ``layer`` from files written by :func:`save_latents` (e.g. by solve_inverse.py)."""
+    """Concatenate latents of ``layer`` from files written by :func:`save_latents` (e.g. by solve_inverse.py);
+    a folder in ``paths`` stands for its ``latents_layer<layer>.pt`` files (:func:`saved_latent_files`)."""
     out = []
-    for p in paths:
+    for p in saved_latent_files(paths, layer):
         d = torch.load(p, map_location="cpu", weights_only=True)
         if not (isinstance(d, dict) and d.get("format") == LATENTS_FORMAT):
             raise ValueError(f"{p}: not a latents file written by save_latents")

@@ -13,7 +13,8 @@ the input of block r). Per step::
 
 After the round, the layer-(r+1) state is block r applied to the current state. The Δ of a prior is either the
 published hot predictor–corrector step (``prior_step='pc'``: :meth:`ScorePrior.hot_delta`) or one score
-evaluation (``prior_step='score'``: Δ = score_eps · s_θ(v, t_hot)).
+evaluation (``prior_step='score'``: Δ = score_eps · s_θ(v, t_hot)); ``prior_step='grad'`` instead adds
+−temperature · s_θ(v, t_hot) to the gradient before the Adam step (the prior as a term of the objective).
 
 Batch layout: ``N`` measurements × ``K`` chains = ``B`` rows, row ``i·K + k`` is chain k of measurement i. Every
 random draw (initial latent and noise maps, the Langevin noise ξ) comes from a per-measurement generator
@@ -44,7 +45,7 @@ from stylegan.proxy import MappingProxy
 PER_ROUND = {"lr": 0.05, "mse": 1.0, "pe": 0.0, "vars": "nlg", "latent_temperature": 0.0, "gen_temperature": 0.0,
              "radius": None}
 LR_SCHEDULES = ("constant", "cosine")
-PRIOR_STEPS = ("pc", "score")
+PRIOR_STEPS = ("pc", "score", "grad")
 LATENT_INITS = ("ones", "zeros", "randn")
 NOISE_INITS = ("random", "const")
 OPTIMIZERS = ("adam", "sgd")
@@ -80,12 +81,15 @@ class SolverSettings:
     latent_temperature / gen_temperature: per-round weights of the prior's Δ on z and x; latent_noise_temp /
     gen_noise_temp: std of the Langevin noise added with them. project_latent / project_noises: spherical
     projections; radius: per-round l1-ball radius for x around its round-start value (None/0 = none).
-    noises_lookahead: round r optimises the first noises_lookahead + 2r noise maps. prior_step: 'pc' | 'score';
-    score_eps: step of the 'score' form. chains: posterior samples per measurement. latent_init: 'ones'
-    (published), 'zeros' or 'randn'; noise_init: 'random' (published) or the generator's 'const' maps.
+    noises_lookahead: round r optimises the first noises_lookahead + 2r noise maps. prior_step: 'pc' | 'score' |
+    'grad' (−temperature · score added to the gradient); score_eps: step of the 'score' form. chains: posterior
+    samples per measurement. latent_init: 'ones' (published), 'zeros' or 'randn'; noise_init: 'random'
+    (published) or the generator's 'const' maps.
     carry_skip: carry the skip-branch RGB image of layer r (exact composition) or drop it as the published
     code does. optimizer: 'adam' (published) or 'sgd' (plain gradient steps: with the 'score' prior step and
     matched temperatures a round is then unadjusted Langevin dynamics on the posterior; see the tests).
+    t_hot: the diffusion time at which every prior of the run is evaluated (None: each prior's own
+    ``sampling.t_hot``); t_hot_end: anneal it geometrically from t_hot to this over each round (None: constant).
     """
 
     steps: list[int]
@@ -110,6 +114,8 @@ class SolverSettings:
     noise_init: str = "random"
     carry_skip: bool = True
     optimizer: str = "adam"
+    t_hot: float | None = None
+    t_hot_end: float | None = None
 
     @property
     def rounds(self) -> int:
@@ -163,6 +169,12 @@ class SolverSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise SettingsError(f"{name} must be a number >= 0, got {v!r}")
+        for name in ("t_hot", "t_hot_end"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1):
+                raise SettingsError(f"{name} must be a diffusion time in (0, 1] or null, got {v!r}")
+        if self.t_hot_end is not None and self.t_hot is None:
+            raise SettingsError("t_hot_end anneals from t_hot: set t_hot too")
         if not isinstance(self.noises_lookahead, int) or self.noises_lookahead < 0:
             raise SettingsError(f"noises_lookahead must be an integer >= 0, got {self.noises_lookahead!r}")
         if not isinstance(self.chains, int) or isinstance(self.chains, bool) or self.chains < 1:
@@ -296,14 +308,26 @@ def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSe
     return loss
 
 
+def prior_time(step: int, steps: int, s: SolverSettings) -> float | None:
+    """The diffusion time of the prior step at ``step`` of a round of ``steps``: None (each prior's own t_hot),
+    ``t_hot``, or annealed geometrically from ``t_hot`` to ``t_hot_end`` over the round."""
+    if s.t_hot is None or s.t_hot_end is None or steps <= 1:
+        return s.t_hot
+    return s.t_hot * (s.t_hot_end / s.t_hot) ** (step / (steps - 1))
+
+
 @torch.no_grad()
-def prior_deltas(v: Variables, r: int, s: SolverSettings, priors: LayerPriors) -> tuple[Tensor | None, Tensor | None]:
-    """Δz and Δx of the prior step of round r (None where no prior applies), from the current iterate."""
+def prior_deltas(v: Variables, r: int, s: SolverSettings, priors: LayerPriors,
+                 t: float | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """Δz and Δx of the prior step of round r (None where no prior applies), from the current iterate, with the
+    priors evaluated at diffusion time t (None: each prior's ``t_hot``)."""
 
     def delta(prior: ScorePrior, value: Tensor) -> Tensor:
         if s.prior_step == "pc":
-            return prior.hot_delta(value)
-        return s.score_eps * prior.variable_score(value)
+            return prior.hot_delta(value, t)
+        if s.prior_step == "grad":  # the score itself: it joins the gradient (see add_prior_gradients)
+            return prior.variable_score(value, t)
+        return s.score_eps * prior.variable_score(value, t)
 
     dz = dx = None
     if priors.latent is not None and s.latent_temperature[r] > 0 and "l" in s.vars[r]:
@@ -315,16 +339,29 @@ def prior_deltas(v: Variables, r: int, s: SolverSettings, priors: LayerPriors) -
 
 
 @torch.no_grad()
+def add_prior_gradients(v: Variables, r: int, s: SolverSettings, dz: Tensor | None, dx: Tensor | None) -> None:
+    """``prior_step: grad``: the prior as a term of the objective, loss − T·log p_t(v), so its gradient
+    −T·s(v, t_hot) joins the data gradient before the optimiser step (regularisation by the score, as
+    regularisation-by-denoising methods do). Unlike the additive Δ, Adam then normalises data and prior together."""
+    for t, d, temp in ((v.z, dz, s.latent_temperature[r]), (v.x, dx, s.gen_temperature[r])):
+        if d is not None and t is not None and t.grad is not None:
+            t.grad.add_(d, alpha=-temp)
+
+
+@torch.no_grad()
 def apply_prior_step(v: Variables, r: int, s: SolverSettings, dz: Tensor | None, dx: Tensor | None,
                      rng: ImageRng) -> None:
-    """z += T_z·Δz + σ_z·ξ (whenever z is optimised, as published); x += T_x·Δx + σ_x·ξ (where x has a prior)."""
+    """z += T_z·Δz + σ_z·ξ (whenever z is optimised, as published); x += T_x·Δx + σ_x·ξ (where x has a prior).
+    With ``prior_step: grad`` the Δ went into the gradient (:func:`add_prior_gradients`): only the noise is added."""
+    additive = s.prior_step != "grad"
     if "l" in s.vars[r]:
-        if dz is not None:
+        if dz is not None and additive:
             v.z.add_(dz, alpha=s.latent_temperature[r])
         if s.latent_noise_temp > 0:
             v.z.add_(rng.randn(*v.z.shape[1:]), alpha=s.latent_noise_temp)
     if dx is not None:
-        v.x.add_(dx, alpha=s.gen_temperature[r])
+        if additive:
+            v.x.add_(dx, alpha=s.gen_temperature[r])
         if s.gen_noise_temp > 0:
             v.x.add_(rng.randn(*v.x.shape[1:]), alpha=s.gen_noise_temp)
 
@@ -461,7 +498,7 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     for step in bar:
         image = render(problem, v)
         loss = objective(problem, image, v, r, s)
-        dz, dx = prior_deltas(v, r, s, priors)
+        dz, dx = prior_deltas(v, r, s, priors, prior_time(step, s.steps[r], s))
 
         failed |= ~torch.isfinite(loss.detach())
         total = loss.masked_fill(failed, 0.0).sum()  # failed rows get no gradient (and no NaN in the sum)
@@ -471,6 +508,8 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
                     group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if s.prior_step == "grad":
+                add_prior_gradients(v, r, s, dz, dx)
             optimizer.step()
         apply_prior_step(v, r, s, dz, dx, rng)
         projections.apply(v)

@@ -132,11 +132,15 @@ class GaussianScoreModel(nn.Module):
 
 
 def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int = 0, batch: int = 512,
-                          device: str = "cpu", images: str = "emoji:train") -> Any:
+                          device: str = "cpu", images: str = "emoji:train",
+                          latents: Sequence[str] | None = None) -> Any:
     """A Gaussian :class:`ScorePrior` for the layer a ``trained_networks`` config (``model.name: gaussian``)
     names, fitted on ``num_samples`` G1(z) features of its generator (noise maps 'const', truncation 1) with the
     min-max normalisation of those features. A prior on the image itself (``layer: -1``) is fitted on the
-    training images ``images`` (a folder, zip or ``emoji:<split>``; at most ``num_samples``) instead."""
+    training images ``images`` (a folder, zip or ``emoji:<split>``; at most ``num_samples``) instead. With
+    ``latents`` (files or folders of ``save_latents`` files, e.g. inversions of the train split by
+    ``solve_inverse.py save_latent=true``: the published priors' data) it is fitted on those, at most
+    ``num_samples`` of them."""
     from omegaconf import OmegaConf
 
     from dataloaders import MinMaxNormalizer
@@ -152,7 +156,16 @@ def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int =
         raise PriorFormatError("the config names no generator")
     entry = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "generator" / f"{spec.generator_name}.yaml"))
     G, proxy = build_generator(entry, device, resolve=resolve_path)
-    if spec.layer == -1:  # the image itself: real training images, not generator samples
+    if latents:  # stored latents, e.g. of inverted real images
+        from dataloaders import load_saved_latents
+
+        shape = layer_sample_shape(G, spec.layer)
+        variables = load_saved_latents(list(latents), spec.layer)[:num_samples]
+        want = (G.num_ws, G.w_dim) if spec.layer == 0 else tuple(shape)  # the variable: z, or layer features
+        if tuple(variables.shape[1:]) != want:
+            raise ValueError(f"stored latents have shape {list(variables.shape[1:])}, layer {spec.layer} of "
+                             f"{spec.generator_name} needs {list(want)}")
+    elif spec.layer == -1:  # the image itself: real training images, not generator samples
         from data import open_images
 
         shape = (G.img_channels, G.img_resolution, G.img_resolution)
@@ -172,7 +185,7 @@ def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int =
     model = spec.build_model(shape)
     probe = ScorePrior(model, sde, spec.layer, normalizer, spec.sampling, generator=generator_record(entry))
     model.fit(probe.to_model_space(variables))
-    probe.step = num_samples  # for a fitted prior: the number of samples behind it
+    probe.step = int(variables.shape[0])  # for a fitted prior: the number of samples behind it
     return probe
 
 
@@ -188,9 +201,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=8192, help="G1(z) samples to fit on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", default="emoji:train", help="training images of a pixel prior (layer: -1)")
+    parser.add_argument("--latents", nargs="+", default=None, metavar="PATH",
+                        help="fit on stored latents instead of G1(z): save_latents files or folders holding them "
+                             "(e.g. a solve_inverse.py run with save_latent=true)")
     args = parser.parse_args(argv)
     try:
-        prior = fit_prior_from_config(OmegaConf.load(args.config), args.samples, args.seed, images=args.images)
+        prior = fit_prior_from_config(OmegaConf.load(args.config), args.samples, args.seed, images=args.images,
+                                      latents=args.latents)
         path = prior.save(args.out, for_sampling=True)
     except FileExistsError:
         raise SystemExit(f"error: {args.out} exists; not overwriting it") from None

@@ -360,11 +360,13 @@ class ScorePrior:
         return latent_from_layout(s) if self.layer == 0 else s
 
     @torch.no_grad()
-    def hot_delta(self, v: torch.Tensor) -> torch.Tensor:
-        """SGILO's published prior step (``prior_step: pc``): hot-sample the normalised variable, map back,
-        subtract. v: (N, *variable_shape) -> Δ of the same shape (the solver adds temperature · Δ)."""
+    def hot_delta(self, v: torch.Tensor, t: float | None = None) -> torch.Tensor:
+        """SGILO's published prior step (``prior_step: pc``): hot-sample the normalised variable from time t
+        (default ``t_hot``), map back, subtract. v: (N, *variable_shape) -> Δ of the same shape (the solver adds
+        temperature · Δ)."""
         s = self.sampling
-        u, _ = hot_sampler(self.to_model_space(v), self._score_fn, self.sde, t=s.t_hot, hot_steps=s.hot_steps,
+        u, _ = hot_sampler(self.to_model_space(v), self._score_fn, self.sde, t=s.t_hot if t is None else t,
+                           hot_steps=s.hot_steps,
                            predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps,
                            probability_flow=s.probability_flow)
         return self.from_model_space(u) - v

@@ -45,3 +45,32 @@ def test_range_check_writes_its_table(tmp_path):
                for row in results["psnr"].values())
     assert len(list((tmp_path / "range_heldout").glob("*.png"))) == 2
     assert "| held-out |" in (tmp_path / "range.md").read_text()
+
+
+def test_calibrate_reads_jobs_and_refuses_bad_files(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from calibrate import read_jobs
+
+    good = tmp_path / "jobs.txt"
+    good.write_text("# a comment\nilo | method=ilo steps=[1,1]   # trailing comment\ncsgm|method=csgm\n")
+    assert read_jobs(good) == {"ilo": ["method=ilo", "steps=[1,1]"], "csgm": ["method=csgm"]}
+    for text, fragment in [("ilo method=ilo\n", "expected 'name | overrides'"), ("a|x\na|y\n", "listed twice"),
+                           ("# nothing\n", "lists no jobs"), ("a b|x\n", "plain name")]:
+        good.write_text(text)
+        with pytest.raises(SystemExit, match=fragment):
+            read_jobs(good)
+
+
+@pytest.mark.slow
+def test_calibrate_solves_every_job_on_the_validation_split(tmp_path):
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("ilo | generator=tiny method=ilo steps=[1,1]\n"
+                    "grad | generator=tiny method=sgilo_grad steps=[1,1]\n")
+    cmd = [sys.executable, "bench/calibrate.py", str(jobs), "--images", "2", "--tasks", "sr4", "--out",
+           str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert set(table["sr4"]) == {"ilo", "grad"} and len(table["sr4"]["grad"]["rounds"]) == 2
+    assert "− ilo" in (tmp_path / "out" / "table.md").read_text()
+    assert len(list((tmp_path / "out" / "val_images").glob("*.png"))) == 2  # drawn from images/val/

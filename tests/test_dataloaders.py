@@ -86,6 +86,20 @@ def test_saved_latents(tmp_path):
         load_saved_latents([tmp_path / "a.pt"], layer=2)
 
 
+def test_a_folder_of_saved_latents_stands_for_its_layer_files(tmp_path):
+    """A solve_inverse.py run dir with save_latent=true: images/<name>/latents_layer<k>.pt, read in sorted order."""
+    for i, name in enumerate(["b", "a", "c"]):
+        d = tmp_path / "run" / "images" / name
+        d.mkdir(parents=True)
+        save_latents(d / "latents_layer1.pt", torch.full((1, 4, 4, 4), float(i)), layer=1)
+        save_latents(d / "latents_layer2.pt", torch.zeros(1, 4, 8, 8), layer=2)
+    got = load_saved_latents([tmp_path / "run"], layer=1)
+    assert got.shape == (3, 4, 4, 4) and got[:, 0, 0, 0].tolist() == [1.0, 0.0, 2.0]  # a, b, c
+    assert load_saved_latents([tmp_path / "run"], layer=2).shape == (3, 4, 8, 8)
+    with pytest.raises(ValueError, match="no latents_layer3.pt"):
+        load_saved_latents([tmp_path / "run"], layer=3)
+
+
 def test_minmax_normalizer():
     data = [torch.tensor([-1.0, 0.5]), torch.tensor([3.0])]
     norm = MinMaxNormalizer.fit(data)

@@ -115,3 +115,26 @@ def test_proxy_and_prior_tools_write_new_files_only(tmp_path):
     torch.testing.assert_close(again.model(x, t), prior.model(x, t))
     assert set(torch.load(slim, weights_only=True)) == set(torch.load(full, weights_only=True)) - {"state_dict",
                                                                                                  "training"}
+
+
+def test_sgilo_grad_uses_the_priors_of_inverted_images():
+    """method=sgilo_grad on the demo: the prior as a gradient term, ILO's optimiser, and the committed Gaussians
+    fitted on inverted train images at layers 1-2 (no prior on z, no Langevin noise)."""
+    from hydra import compose, initialize_config_dir
+
+    from inverse.methods import build_method
+    from inverse.run import load_prior
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("solve_inverse", overrides=["method=sgilo_grad"])
+    method = build_method(cfg)
+    s = method.settings
+    assert s.prior_step == "grad" and s.radius == [100, 100, 400] and s.lr_schedule == "cosine"
+    assert s.gen_temperature == [0.0, 0.01, 0.01] and s.latent_temperature == [0.0] * 3
+    assert s.latent_noise_temp == s.gen_noise_temp == 0.0 and s.latent_init == "zeros"
+    G, proxy = build_generator(OmegaConf.to_container(cfg.generator), resolve=resolve_path)
+    method.build(cfg, G, lambda name, layer: load_prior(name, layer, G, cfg, torch.device("cpu")), "cpu")
+    assert method.priors.latent is None and sorted(method.priors.layers) == [1, 2]
+    for layer, prior in method.priors.layers.items():
+        assert type(prior.model).__name__ == "GaussianScoreModel" and prior.step == 2048  # 2,048 inversions
+        assert prior.image_shape == tuple(layer_sample_shape(G, layer))

@@ -72,3 +72,26 @@ def test_fitting_command_writes_a_prior_once(tmp_path, capsys):
     assert prior.layer == 1 and type(prior.model).__name__ == "GaussianScoreModel" and prior.step == 256
     with pytest.raises(SystemExit, match="exists; not overwriting"):
         main(argv)
+
+
+def test_fitting_command_on_stored_latents(tmp_path):
+    """--latents: fit on saved features (inverted images) instead of G1(z); a wrong shape is one clear error."""
+    import pytest
+
+    from dataloaders import save_latents
+    from score.gaussian import main
+
+    gen = torch.Generator().manual_seed(0)
+    for i in range(3):
+        (tmp_path / "run" / str(i)).mkdir(parents=True)
+        save_latents(tmp_path / "run" / str(i) / "latents_layer1.pt", 2.0 + torch.randn(40, 64, 4, 4, generator=gen),
+                     layer=1)
+    out = tmp_path / "g.pt"
+    config = str(ROOT / "configs" / "trained_networks" / "demo_gauss_layer1.yaml")
+    main([config, str(out), "--latents", str(tmp_path / "run"), "--samples", "100"])
+    prior = ScorePrior.load(out)
+    assert prior.step == 100 and prior.layer == 1
+    assert abs(float(prior.normalizer.denormalize(prior.model.mean).mean()) - 2.0) < 0.05  # fitted on the files
+    save_latents(tmp_path / "bad.pt", torch.zeros(4, 64, 8, 8), layer=1)
+    with pytest.raises(SystemExit, match="layer 1 of demo needs"):
+        main([config, str(tmp_path / "g2.pt"), "--latents", str(tmp_path / "bad.pt")])

@@ -19,7 +19,10 @@ from inverse.ilo import (
     advance_layer,
     init_variables,
     learning_rate,
+    objective,
+    prior_time,
     project_l1_ball,
+    render,
     row_norms,
     run_round,
     solve,
@@ -180,6 +183,46 @@ def test_prior_step_adds_temperature_times_delta(tiny):
     run_round(p, v, 1, s, LayerPriors(layers={1: prior}), rng, torch.zeros(1, dtype=torch.bool), progress=False)
     expected = x0 + 0.5 * 0.01 * prior.variable_score(x0)
     assert torch.allclose(v.x, expected, atol=1e-6)
+
+
+def test_grad_prior_step_is_adam_on_the_regularised_objective(tiny):
+    """prior_step 'grad': one step equals Adam on loss − T·log p_t(x) with that gradient written out: the score,
+    times −T, joins the data gradient before the step (a sign error or a skipped term fails)."""
+    G, proxy = tiny
+    ref = references(G, proxy, 1)
+    p = problem(G, proxy, {"operator_type": "dummy"}, ref)
+    prior = random_prior(1, (32, 4, 4))
+    s = sgilo_settings(steps=[0, 1], lr=0.05, vars=["nlg", "g"], gen_temperature=[0.0, 3.0], prior_step="grad",
+                       project_latent=False, project_noises=False, geocross=0.0)
+    rng = ImageRng(0, [0], 1, torch.device("cpu"))
+    v = init_variables(G, 1, s, rng)
+    advance_layer(p, v, s)
+    x0 = v.x.clone().requires_grad_(True)
+    loss = objective(p, render(p, replace(v, x=x0)), v, 1, s).sum()
+    (grad,) = torch.autograd.grad(loss, x0)
+    grad = grad - 3.0 * prior.variable_score(x0.detach())
+    opt = torch.optim.Adam([x0], lr=0.05)
+    x0.grad = grad
+    opt.step()
+    run_round(p, v, 1, s, LayerPriors(layers={1: prior}), rng, torch.zeros(1, dtype=torch.bool), progress=False)
+    assert torch.allclose(v.x, x0.detach(), atol=1e-6)
+    # Without the prior the step is a different one: the test sees the prior term.
+    bare = init_variables(G, 1, s, ImageRng(0, [0], 1, torch.device("cpu")))
+    advance_layer(p, bare, s)
+    run_round(p, bare, 1, s, LayerPriors(), rng, torch.zeros(1, dtype=torch.bool), progress=False)
+    assert not torch.allclose(bare.x, v.x, atol=1e-4)
+
+
+def test_prior_time_is_constant_or_annealed_geometrically():
+    assert prior_time(3, 10, sgilo_settings()) is None  # each prior's own t_hot
+    assert prior_time(3, 10, sgilo_settings(t_hot=0.1)) == 0.1
+    s = sgilo_settings(t_hot=0.1, t_hot_end=0.001)
+    ts = [prior_time(i, 5, s) for i in range(5)]
+    assert math.isclose(ts[0], 0.1) and math.isclose(ts[-1], 0.001) and math.isclose(ts[2], 0.01)
+    with pytest.raises(SettingsError, match="t_hot too"):
+        sgilo_settings(t_hot_end=0.01)
+    with pytest.raises(SettingsError, match="t_hot must be"):
+        sgilo_settings(t_hot=0.0)
 
 
 def test_same_seed_same_result_and_batches_do_not_matter(tiny):
