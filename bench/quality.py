@@ -10,11 +10,11 @@ Two image sets, ``--images`` each:
   or style), drawn with ``--heldout-seed``, copied to ``<out>/heldout/`` and read back as a folder, like a user's
   images.
 
-Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` methods brgm and landscape} runs
-``solve_inverse.py`` once per method and set, with the same seed, so all methods see the same measurements. Step
-budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``, ILO and SGILO three rounds of
-``--steps``; the posterior samplers (``--extra langevin,dps,resample``) a CSGM start of ``--steps`` and about
-``2 x --steps`` decoder evaluations. (method=landscape needs a θ trained for the generator:
+Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` methods sgilo_grad, brgm and
+landscape} runs ``solve_inverse.py`` once per method and set, with the same seed, so all methods see the same
+measurements. Step budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``, ILO and both SGILOs
+three rounds of ``--steps``; the posterior samplers (``--extra langevin,dps,resample``) a CSGM start of
+``--steps`` and about ``2 x --steps`` decoder evaluations. (method=landscape needs a θ trained for the generator:
 checkpoints/demo/landscape.pt for the demo.)
 Sweeps over the number of measurements (sparse inpainting: observed fraction; compressed sensing: m / n) run on
 both sets. Two ablations on the held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO
@@ -49,9 +49,10 @@ sys.path.insert(0, str(ROOT))
 from utils import load_image, make_grid, save_image  # noqa: E402
 
 CLAIM = ("csgm", "ilo", "sgilo")  # the paper's claim: SGILO >= ILO >= CSGM
-EXTRA = ("brgm", "landscape", "langevin", "dps", "resample")  # the harness' other methods (--extra)
-DEFAULT_EXTRA = ("brgm", "landscape")
-LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "brgm": "BRGM", "landscape": "CSGM + θ",
+EXTRA = ("sgilo_grad", "brgm", "landscape", "langevin", "dps", "resample")  # the harness' other methods (--extra)
+DEFAULT_EXTRA = ("sgilo_grad", "brgm", "landscape")
+LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "sgilo_grad": "SGILO (grad)",
+          "brgm": "BRGM", "landscape": "CSGM + θ",
           "langevin": "Langevin (layer 2)", "dps": "DPS (layer 2)", "resample": "ReSample (layer 2)"}
 TASKS = {
     "inpainting": ["task=inpainting"],
@@ -91,8 +92,8 @@ def method_overrides(method: str, steps: int) -> list[str]:
     if method == "resample":  # `steps` reverse steps + 5 consistency steps of steps / 5 Adam steps
         return ["method=resample", f"init_steps={steps}", f"resample.steps={steps}",
                 f"resample.every={max(1, steps // 10)}", f"resample.opt_steps={max(1, steps // 5)}"]
-    if method == "ilo":
-        return ["method=ilo", f"steps=[{steps},{steps},{steps}]"]
+    if method in ("ilo", "sgilo_grad"):
+        return [f"method={method}", f"steps=[{steps},{steps},{steps}]"]
     return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
 
 
@@ -204,7 +205,7 @@ def line_chart(path: Path, title: str, xlabel: str, xs: list[float], series: dic
     draw.text((left, h - 22), xlabel, fill="black")
     draw.text((left, 12), f"{title}: PSNR (dB)", fill="black")
     colours = {"naive": (128, 128, 128), "csgm": (31, 119, 180), "ilo": (44, 160, 44), "sgilo": (214, 39, 40),
-               "brgm": (148, 103, 189), "landscape": (255, 127, 14)}
+               "sgilo_grad": (140, 86, 75), "brgm": (148, 103, 189), "landscape": (255, 127, 14)}
     for j, (name, vs) in enumerate(series.items()):
         points = [(px(i), py(v)) for i, v in enumerate(vs) if v is not None]
         draw.line(points, fill=colours[name], width=3)
@@ -330,7 +331,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {task.replace('_', ' ')} | {cell(s['csgm'], 'naive_')} | "
                          + " | ".join(cell(s[m]) for m in methods) + f" | {claim(s)} | {secs} |")
         lines.append("")
-        pairs = [("sgilo", "ilo"), ("ilo", "csgm")] + [(m, "csgm") for m in methods if m not in CLAIM]
+        pairs = [("sgilo", "ilo"), ("ilo", "csgm")] + [(m, "ilo" if m == "sgilo_grad" else "csgm") for m in methods
+                                                      if m not in CLAIM]
         lines += [f"Paired PSNR differences ({set_name.replace('_', '-')}; mean over the images ± standard error, dB; "
                   "within about two standard errors of 0 is a tie):", "",
                   "| task | " + " | ".join(f"{LABELS[a]} − {LABELS[b]}" for a, b in pairs) + " |",

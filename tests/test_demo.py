@@ -55,7 +55,7 @@ def test_readme_commands_run_on_the_demo(tmp_path):
     solve = tmp_path / "solve"
     proc = run("solve_inverse.py", "steps=[5,5,5]", "max_images=2", "batch_size=2", "progress=false",
                f"hydra.run.dir={solve}")
-    assert "sgilo / inpainting / demo" in proc.stdout
+    assert "sgilo_grad / inpainting / demo" in proc.stdout  # the demo is the SGILO calibrated on validation
     assert len(json.loads((solve / "metrics.json").read_text())["images"]) == 2
     assert "no trained layer" not in proc.stderr  # every round found its committed prior
     run("eval_score_based.py", "sample_batch_size=2", "progress=false", f"hydra.run.dir={tmp_path / 'eval'}")
