@@ -15,6 +15,7 @@ After the round, the layer-(r+1) state is block r applied to the current state. 
 published hot predictor–corrector step (``prior_step='pc'``: :meth:`ScorePrior.hot_delta`) or one score
 evaluation (``prior_step='score'``: Δ = score_eps · s_θ(v, t_hot)); ``prior_step='grad'`` instead adds
 −temperature · s_θ(v, t_hot) to the gradient before the Adam step (the prior as a term of the objective).
+The prior step lives in :mod:`inverse.prior_step`.
 
 Batch layout: ``N`` measurements × ``K`` chains = ``B`` rows, row ``i·K + k`` is chain k of measurement i. Every
 random draw (initial latent and noise maps, the Langevin noise ξ) comes from a per-measurement generator
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from inverse.losses import geocross
 from inverse.operators import Operator
-from score.prior import ScorePrior
+from inverse.prior_step import LayerPriors, add_prior_gradients, apply_prior_step, prior_deltas, prior_time
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
 
@@ -259,14 +260,6 @@ def init_variables(G: Generator, n_images: int, settings: SolverSettings, rng: I
     return Variables(z=z, noises=noises)
 
 
-@dataclass
-class LayerPriors:
-    """The score priors of the run: ``latent`` (on z, layer 0) and one optional prior per round's layer."""
-
-    latent: ScorePrior | None = None
-    layers: dict[int, ScorePrior] = field(default_factory=dict)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # One step: render, loss, prior step, projections.
 
@@ -306,64 +299,6 @@ def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSe
     if s.geocross > 0 and problem.geocross is not None and v.z.shape[1] - 2 * r > 1:
         loss = loss + s.geocross * problem.geocross(v.z[:, 2 * r:])
     return loss
-
-
-def prior_time(step: int, steps: int, s: SolverSettings) -> float | None:
-    """The diffusion time of the prior step at ``step`` of a round of ``steps``: None (each prior's own t_hot),
-    ``t_hot``, or annealed geometrically from ``t_hot`` to ``t_hot_end`` over the round."""
-    if s.t_hot is None or s.t_hot_end is None or steps <= 1:
-        return s.t_hot
-    return s.t_hot * (s.t_hot_end / s.t_hot) ** (step / (steps - 1))
-
-
-@torch.no_grad()
-def prior_deltas(v: Variables, r: int, s: SolverSettings, priors: LayerPriors,
-                 t: float | None = None) -> tuple[Tensor | None, Tensor | None]:
-    """Δz and Δx of the prior step of round r (None where no prior applies), from the current iterate, with the
-    priors evaluated at diffusion time t (None: each prior's ``t_hot``)."""
-
-    def delta(prior: ScorePrior, value: Tensor) -> Tensor:
-        if s.prior_step == "pc":
-            return prior.hot_delta(value, t)
-        if s.prior_step == "grad":  # the score itself: it joins the gradient (see add_prior_gradients)
-            return prior.variable_score(value, t)
-        return s.score_eps * prior.variable_score(value, t)
-
-    dz = dx = None
-    if priors.latent is not None and s.latent_temperature[r] > 0 and "l" in s.vars[r]:
-        dz = delta(priors.latent, v.z)
-    gen_prior = priors.layers.get(v.layer)
-    if gen_prior is not None and v.x is not None and s.gen_temperature[r] > 0 and "g" in s.vars[r]:
-        dx = delta(gen_prior, v.x)
-    return dz, dx
-
-
-@torch.no_grad()
-def add_prior_gradients(v: Variables, r: int, s: SolverSettings, dz: Tensor | None, dx: Tensor | None) -> None:
-    """``prior_step: grad``: the prior as a term of the objective, loss − T·log p_t(v), so its gradient
-    −T·s(v, t_hot) joins the data gradient before the optimiser step (regularisation by the score, as
-    regularisation-by-denoising methods do). Unlike the additive Δ, Adam then normalises data and prior together."""
-    for t, d, temp in ((v.z, dz, s.latent_temperature[r]), (v.x, dx, s.gen_temperature[r])):
-        if d is not None and t is not None and t.grad is not None:
-            t.grad.add_(d, alpha=-temp)
-
-
-@torch.no_grad()
-def apply_prior_step(v: Variables, r: int, s: SolverSettings, dz: Tensor | None, dx: Tensor | None,
-                     rng: ImageRng) -> None:
-    """z += T_z·Δz + σ_z·ξ (whenever z is optimised, as published); x += T_x·Δx + σ_x·ξ (where x has a prior).
-    With ``prior_step: grad`` the Δ went into the gradient (:func:`add_prior_gradients`): only the noise is added."""
-    additive = s.prior_step != "grad"
-    if "l" in s.vars[r]:
-        if dz is not None and additive:
-            v.z.add_(dz, alpha=s.latent_temperature[r])
-        if s.latent_noise_temp > 0:
-            v.z.add_(rng.randn(*v.z.shape[1:]), alpha=s.latent_noise_temp)
-    if dx is not None:
-        if additive:
-            v.x.add_(dx, alpha=s.gen_temperature[r])
-        if s.gen_noise_temp > 0:
-            v.x.add_(rng.randn(*v.x.shape[1:]), alpha=s.gen_noise_temp)
 
 
 def row_norms(t: Tensor) -> Tensor:

@@ -198,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      "features and write it as a score-prior checkpoint (never over a file).")
     parser.add_argument("config", help="a configs/trained_networks YAML with model.name: gaussian")
     parser.add_argument("out", help="checkpoint to write (must not exist)")
-    parser.add_argument("--samples", type=int, default=8192, help="G1(z) samples to fit on")
+    parser.add_argument("--samples", type=int, default=8192,
+                        help="G1(z) draws to fit on (with --latents: at most this many stored latents)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", default="emoji:train", help="training images of a pixel prior (layer: -1)")
     parser.add_argument("--latents", nargs="+", default=None, metavar="PATH",

@@ -20,7 +20,6 @@ from inverse.ilo import (
     init_variables,
     learning_rate,
     objective,
-    prior_time,
     project_l1_ball,
     render,
     row_norms,
@@ -30,6 +29,7 @@ from inverse.ilo import (
 )
 from inverse.losses import geocross
 from inverse.operators import build_operator
+from inverse.prior_step import prior_time
 from score.prior import ScorePrior, parse_prior_spec
 from stylegan.build import build_generator
 
