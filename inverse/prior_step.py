@@ -32,7 +32,6 @@ class LayerPriors:
     layers: dict[int, ScorePrior] = field(default_factory=dict)
 
 
-
 def prior_time(step: int, steps: int, s: SolverSettings) -> float | None:
     """The diffusion time of the prior step at ``step`` of a round of ``steps``: None (each prior's own t_hot),
     ``t_hot``, or annealed geometrically from ``t_hot`` to ``t_hot_end`` over the round."""

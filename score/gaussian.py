@@ -156,15 +156,13 @@ def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int =
         raise PriorFormatError("the config names no generator")
     entry = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "generator" / f"{spec.generator_name}.yaml"))
     G, proxy = build_generator(entry, device, resolve=resolve_path)
-    if latents:  # stored latents, e.g. of inverted real images
-        from dataloaders import load_saved_latents
+    if latents:  # stored latents, e.g. of inverted real images: read and checked as train_score.py reads them
+        from dataloaders import latent_from_layout
+        from score.train_config import load_data_tensor
 
         shape = layer_sample_shape(G, spec.layer)
-        variables = load_saved_latents(list(latents), spec.layer)[:num_samples]
-        want = (G.num_ws, G.w_dim) if spec.layer == 0 else tuple(shape)  # the variable: z, or layer features
-        if tuple(variables.shape[1:]) != want:
-            raise ValueError(f"stored latents have shape {list(variables.shape[1:])}, layer {spec.layer} of "
-                             f"{spec.generator_name} needs {list(want)}")
+        data = load_data_tensor({"source": "latents", "path": list(latents)}, spec.layer, shape, resolve_path)
+        variables = (latent_from_layout(data) if spec.layer == 0 else data)[:num_samples]  # the prior's variables
     elif spec.layer == -1:  # the image itself: real training images, not generator samples
         from data import open_images
 

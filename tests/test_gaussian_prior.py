@@ -93,5 +93,5 @@ def test_fitting_command_on_stored_latents(tmp_path):
     assert prior.step == 100 and prior.layer == 1
     assert abs(float(prior.normalizer.denormalize(prior.model.mean).mean()) - 2.0) < 0.05  # fitted on the files
     save_latents(tmp_path / "bad.pt", torch.zeros(4, 64, 8, 8), layer=1)
-    with pytest.raises(SystemExit, match="layer 1 of demo needs"):
+    with pytest.raises(SystemExit, match=r"stored latents have shape \[64, 8, 8\], layer 1 needs \[64, 4, 4\]"):
         main([config, str(tmp_path / "g2.pt"), "--latents", str(tmp_path / "bad.pt")])
