@@ -3,7 +3,8 @@ records of ``metrics.json`` (merged over ``torchrun`` ranks) and, when tensorboa
 
 Layout (DESIGN §4)::
 
-    metrics.json                      per image and mean; rewritten atomically after every batch
+    metrics.json                      per image and mean; rewritten atomically after every batch (with K > 1
+                                      chains also std_error_spearman: Spearman's ρ over pixels, std vs |error|)
     grid.png                          one row per image: reference | measurement | naive | rounds | final (| std)
     images/<name>/{reference,measurement,naive,round<r>,final}.png   native size (+ mean.png, std.png for K > 1)
     images/<name>/grid.png            the same row, tiles enlarged for viewing
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from dataloaders import save_latents
+from inverse.fill_metrics import std_error_spearman
 from inverse.ilo import RoundLog, Solution
 from inverse.inputs import InputImage
 from inverse.metrics import Metrics, image_metrics
@@ -123,6 +125,8 @@ def batch_metrics(items: list[InputImage], ref: torch.Tensor, y: torch.Tensor, o
     final = per_round[-1]  # the solution is the last round's images (sol.mean == sol.rounds[-1].mean(1))
     naive = image_metrics(op.naive(y), ref, None, None, lpips_fn)
     k = int(sol.final.shape[1])
+    # With K > 1 chains: does the posterior std rank the pixels by the error of the mean? (None for K = 1)
+    rho = std_error_spearman(sol.mean.cpu(), sol.std.cpu(), ref.cpu()).tolist() if k > 1 else [None] * len(items)
     records = []
     for i, it in enumerate(items):
         failed = bool(sol.failed[i])
@@ -130,6 +134,7 @@ def batch_metrics(items: list[InputImage], ref: torch.Tensor, y: torch.Tensor, o
         rec = {"name": it.name, **(blank if failed else final[i]), "seconds": seconds / len(items),
                "failed": failed, "naive_psnr": naive[i]["psnr"], "naive_ssim": naive[i]["ssim"],
                "naive_lpips": naive[i]["lpips"], "chains": k,
+               "std_error_spearman": None if failed or rho[i] is None or not math.isfinite(rho[i]) else rho[i],
                "rounds": [{"layer": layer, **(blank if failed else m[i])} for layer, m in zip(layers, per_round)],
                "_curves": [{"layer": lg.layer, "loss": _chain_mean(lg.row_losses, i, k),
                             "psnr": _chain_mean(lg.row_psnrs, i, k)} for lg in sol.logs]}

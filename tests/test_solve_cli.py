@@ -57,7 +57,8 @@ def test_outputs_of_a_run(tmp_path):
         assert {"name", "psnr", "ssim", "lpips", "measurement_mse", "seconds", "rounds"} <= set(im)
         assert im["lpips"] is None or isinstance(im["lpips"], float)
         assert [r["layer"] for r in im["rounds"]] == [0, 1, 2] and im["psnr"] > 5
-    assert set(m["mean"]) >= {"psnr", "ssim", "lpips", "measurement_mse", "seconds"}
+        assert -1 <= im["std_error_spearman"] <= 1  # two chains: their spread ranked against the error
+    assert set(m["mean"]) >= {"psnr", "ssim", "lpips", "measurement_mse", "seconds", "std_error_spearman"}
     d = out / "images" / "sample0001"
     for name in ("reference", "measurement", "naive", "round0", "round1", "round2", "final", "mean", "std", "grid"):
         assert (d / f"{name}.png").is_file(), name
