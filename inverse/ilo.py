@@ -311,9 +311,15 @@ def row_norms(t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def project_spherical(t: Tensor, radii: Tensor) -> None:
-    """Rescale each row (see :func:`row_norms`) of ``t`` back to its recorded norm."""
-    t.mul_(radii / row_norms(t))
+def project_spherical(tensors: Sequence[Tensor], radii: Sequence[Tensor]) -> None:
+    """Rescale each row of each tensor back to its recorded norm: ``t *= radii / row_norms(t)``, computed with one
+    multi-tensor kernel per op for all tensors (the same values as :func:`row_norms` tensor by tensor)."""
+    if not tensors:
+        return
+    norms = [sq.sum(tuple(range(2, sq.ndim)), keepdim=True) for sq in torch._foreach_mul(tensors, tensors)]
+    torch._foreach_add_(norms, 1e-9)
+    torch._foreach_sqrt_(norms)
+    torch._foreach_mul_(tensors, torch._foreach_div(list(radii), norms))
 
 
 def project_l1_ball(delta: Tensor, radius: float) -> Tensor:
@@ -357,13 +363,7 @@ class Projections:
 
     @torch.no_grad()
     def apply(self, v: Variables) -> None:
-        if self.spherical:  # project_spherical on each tensor, batched into multi-tensor kernels (same values)
-            tensors = [t for t, _ in self.spherical]
-            squares = torch._foreach_mul(tensors, tensors)
-            norms = [sq.sum(tuple(range(2, sq.ndim)), keepdim=True) for sq in squares]
-            torch._foreach_add_(norms, 1e-9)
-            torch._foreach_sqrt_(norms)
-            torch._foreach_mul_(tensors, torch._foreach_div([radii for _, radii in self.spherical], norms))
+        project_spherical([t for t, _ in self.spherical], [radii for _, radii in self.spherical])
         if self.x_center is not None:
             v.x.copy_(self.x_center + project_l1_ball(v.x - self.x_center, self.x_radius))
 

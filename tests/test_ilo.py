@@ -321,3 +321,16 @@ def test_perceptual_term_sees_rgb_views_and_one_fixed_target(tiny):
     assert all(t is seen_targets[0] for t in seen_targets)  # built once, so LPIPS can cache its features
     assert all(s[1] == 3 for s in seen_inputs)  # grayscale measurements shown to the network as RGB
     torch.testing.assert_close(seen_targets[0], p.operator.rgb_view(p.y))
+
+
+def test_project_spherical_rescales_every_row_to_its_radius_as_row_norms_measures_it():
+    from inverse.ilo import project_spherical, row_norms
+
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(3, 6, 16, generator=g), torch.randn(3, 1, 4, 4, generator=g)]
+    radii = [row_norms(t) * 2 for t in tensors]
+    expected = [t * (r / row_norms(t)) for t, r in zip(tensors, radii)]
+    project_spherical(tensors, radii)
+    for t, e, r in zip(tensors, expected, radii):
+        assert torch.equal(t, e)  # the multi-tensor kernels give exactly the one-tensor values
+        torch.testing.assert_close(row_norms(t), r)
