@@ -4,7 +4,8 @@
     python bench/prior_check.py --priors demo_layer2 demo_gauss_layer2 --samples 128 --quick
 
 For every prior (a configs/trained_networks entry) on fresh in-range variables x0 = G1(z) (z seeded apart from
-any training stream), in the prior's normalised model space:
+any training stream; for a prior on pixels, ``layer: -1``, the validation images, and G2 is the identity), in the
+prior's normalised model space:
 
 1. **Denoising.** At t in --times: x_t = α_t x0 + σ_t ε, Tweedie's x̂0 = (x_t + σ_t² s(x_t, t)) / α_t; the MSE of
    x̂0 per element next to the identity x_t / α_t (MSE σ_t²/α_t²) and to the exact best Gaussian of the same
@@ -88,15 +89,22 @@ def check_prior(name: str, G: Any, proxy: Any, reference: torch.Tensor, n_img: i
     device = torch.device("cpu")
     start = time.perf_counter()
     prior = load(name, device)
-    renderer = LayerRenderer(G, proxy, prior.layer, noise_mode="const")
     gen = torch.Generator().manual_seed(SEED)
-    ws, v0, img, _ = renderer.start(args.samples, gen)
+    if prior.layer == -1:  # a prior on pixels: the validation images are its unseen data, the image is the variable
+        val = ImageDataset(ROOT / "images" / "val", G.img_resolution)
+        v0 = val.batch(list(range(min(args.samples, len(val)))))
+        renderer = None
+    else:
+        renderer = LayerRenderer(G, proxy, prior.layer, noise_mode="const")
+        ws, v0, img, _ = renderer.start(args.samples, gen)
     u0 = prior.to_model_space(v0)
     res: dict[str, Any] = {"layer": prior.layer, "kind": type(prior.model).__name__,
                            "denoising": denoising(prior, u0, args.times, args.batch)}
     with torch.no_grad():
 
         def image(v: torch.Tensor) -> torch.Tensor:
+            if renderer is None:
+                return v.clamp(-1, 1)
             return torch.cat([renderer.render(ws[i : i + args.batch], v[i : i + args.batch],
                                               None if img is None else img[i : i + args.batch], None)
                               for i in range(0, args.samples, args.batch)])
@@ -108,18 +116,18 @@ def check_prior(name: str, G: Any, proxy: Any, reference: torch.Tensor, n_img: i
             noisy = v0 + s * std * torch.randn(v0.shape, generator=gen)
             pulled = torch.cat([prior_steps(prior, noisy[i : i + args.batch], args.pull_steps, args.temperature,
                                             args.prior_step, args.score_eps)
-                                for i in range(0, args.samples, args.batch)])
+                                for i in range(0, v0.shape[0], args.batch)])
             moved = float((pulled - v0).flatten(1).norm(dim=1).mean() / (noisy - v0).flatten(1).norm(dim=1).mean())
             pulls.append({"s": s, "relative_distance": moved, "psnr_perturbed": psnr(image(noisy), clean),
                           "psnr_pulled": psnr(image(pulled), clean)})
         res["pull_back"] = pulls
-        hot = torch.cat([prior.naturalize(v0[i : i + args.batch]) for i in range(0, args.samples, args.batch)])
+        hot = torch.cat([prior.naturalize(v0[i : i + args.batch]) for i in range(0, v0.shape[0], args.batch)])
         res["swd_hot"] = swd(reference, image(hot)[:n_img])["swd"]
         if not args.quick:
             sde_cfg = prior.sde.config()
             prior.sde = get_sde(**{**sde_cfg, "N": args.cold_steps})
-            cold_v = torch.cat([prior.sample(min(args.batch, args.samples - i), progress=False)
-                                for i in range(0, args.samples, args.batch)])
+            cold_v = torch.cat([prior.sample(min(args.batch, v0.shape[0] - i), progress=False)
+                                for i in range(0, v0.shape[0], args.batch)])
             prior.sde = get_sde(**sde_cfg)
             res["swd_cold"] = swd(reference, image(cold_v)[:n_img])["swd"]
     res["seconds"] = time.perf_counter() - start

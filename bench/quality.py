@@ -14,8 +14,12 @@ Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` me
 landscape} runs ``solve_inverse.py`` once per method and set, with the same seed, so all methods see the same
 measurements. Step budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``, ILO and both SGILOs
 three rounds of ``--steps``; the posterior samplers (``--extra langevin,dps,resample``) a CSGM start of
-``--steps`` and about ``2 x --steps`` decoder evaluations. (method=landscape needs a θ trained for the generator:
-checkpoints/demo/landscape.pt for the demo.)
+``--steps`` and about ``2 x --steps`` decoder evaluations, with the settings chosen on validation
+(``SAMPLER_SETTINGS``); their pixel-space versions (``--extra langevin_pixel,dps_pixel,resample_pixel``: the
+prior on pixels, no generator) about ``3 x --steps`` prior evaluations. (method=landscape needs a θ trained for
+the generator: checkpoints/demo/landscape.pt for the demo.)
+The held-out centre box also gets the fill's realism (SWD of the fill's patches to real patches) for every method
+and, with ``--chains K``, K draws of each sampler, scored by how well their spread ranks the error.
 Sweeps over the number of measurements (sparse inpainting: observed fraction; compressed sensing: m / n) run on
 both sets. Two ablations on the held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO
 with ILO's l1 ball.
@@ -49,11 +53,13 @@ sys.path.insert(0, str(ROOT))
 from utils import load_image, make_grid, save_image  # noqa: E402
 
 CLAIM = ("csgm", "ilo", "sgilo")  # the paper's claim: SGILO >= ILO >= CSGM
-EXTRA = ("sgilo_grad", "brgm", "landscape", "langevin", "dps", "resample")  # the harness' other methods (--extra)
+EXTRA = ("sgilo_grad", "brgm", "landscape", "langevin", "dps", "resample",  # the harness' other methods (--extra)
+         "langevin_pixel", "dps_pixel", "resample_pixel")
 DEFAULT_EXTRA = ("sgilo_grad", "brgm", "landscape")
 LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "sgilo_grad": "SGILO (grad)",
           "brgm": "BRGM", "landscape": "CSGM + θ",
-          "langevin": "Langevin (layer 2)", "dps": "DPS (layer 2)", "resample": "ReSample (layer 2)"}
+          "langevin": "Langevin (layer 2)", "dps": "DPS (layer 2)", "resample": "ReSample (layer 2)",
+          "langevin_pixel": "Langevin (pixels)", "dps_pixel": "DPS (pixels)", "resample_pixel": "ReSample (pixels)"}
 TASKS = {
     "inpainting": ["task=inpainting"],
     "super_resolution": ["task=super_resolution"],
@@ -69,6 +75,18 @@ SWEEPS = {  # name -> (x label, values, overrides for a value)
                            lambda f: ["task=compressed_sensing", f"operators.fraction={f}"]),
 }
 METRICS = ("psnr", "ssim", "lpips", "seconds")
+# Methods whose K draws differ by design (Langevin noise, reverse-SDE noise): the posterior-spread runs. The MAP
+# methods' chains differ only by their starting point, or not at all (round 0 from zeros, no noise).
+SAMPLERS = ("sgilo", "langevin", "dps", "resample", "langevin_pixel", "dps_pixel", "resample_pixel")
+SAMPLER_SETTINGS = {  # chosen on validation (bench/results/samplers_val/table.md); the YAMLs keep the papers' values
+    "langevin": ["langevin.spacing=geometric", "langevin.t_start=0.01", "langevin.step_size=1e-6"],
+    "dps": ["dps.spacing=geometric", "dps.t_start=0.01", "dps.zeta=0.01"],
+    "resample": ["resample.spacing=geometric", "resample.t_start=0.03", "resample.start_fraction=1.0",
+                 "resample.lr=0.001", "resample.gamma_scale=1e5"],
+    "langevin_pixel": ["langevin.spacing=geometric"], "dps_pixel": [],
+    "resample_pixel": ["resample.every=20", "resample.opt_steps=20", "resample.spacing=geometric",
+                       "resample.gamma_scale=1e5"],
+}
 # What SGILO's prior adds, on the held-out set: SGILO with the prior step switched off (Langevin noise kept), and
 # SGILO with ILO's l1 ball added (the generator's `radius_per_generator` entry of configs/method/ilo.yaml).
 ABLATIONS = {
@@ -84,14 +102,23 @@ def method_overrides(method: str, steps: int) -> list[str]:
         return ["method=brgm", f"brgm.steps={3 * steps}"]
     if method == "landscape":
         return ["method=landscape", f"steps=[{3 * steps}]"]
-    # The posterior samplers: a CSGM start of `steps`, then about 2 x `steps` decoder evaluations with gradients.
+    # The posterior samplers: a CSGM start of `steps`, then about 2 x `steps` decoder evaluations with gradients,
+    # with the settings chosen on the validation split (bench/results/samplers_val/): the geometric time grid and
+    # SDEdit's start from the CSGM features at t_start (the demo's features sit at noise levels t < 0.03).
+    if method.endswith("_pixel"):  # a prior on pixels: no CSGM start, 3 x `steps` prior evaluations, the papers' grid
+        sampler = method.removesuffix("_pixel")
+        count = {"langevin": f"langevin.levels={steps}", "dps": f"dps.steps={3 * steps}",
+                 "resample": f"resample.steps={2 * steps}"}[sampler]
+        return [f"method={sampler}", "space=pixel", count, *SAMPLER_SETTINGS[method]]
     if method == "langevin":
-        return ["method=langevin", f"init_steps={steps}", f"langevin.levels={max(1, 2 * steps // 3)}"]
+        return ["method=langevin", f"init_steps={steps}", f"langevin.levels={max(1, 2 * steps // 3)}",
+                *SAMPLER_SETTINGS["langevin"]]
     if method == "dps":
-        return ["method=dps", f"init_steps={steps}", f"dps.steps={2 * steps}"]
-    if method == "resample":  # `steps` reverse steps + 5 consistency steps of steps / 5 Adam steps
+        return ["method=dps", f"init_steps={steps}", f"dps.steps={2 * steps}", *SAMPLER_SETTINGS["dps"]]
+    if method == "resample":  # `steps` reverse steps + 10 consistency steps of steps / 5 Adam steps
         return ["method=resample", f"init_steps={steps}", f"resample.steps={steps}",
-                f"resample.every={max(1, steps // 10)}", f"resample.opt_steps={max(1, steps // 5)}"]
+                f"resample.every={max(1, steps // 10)}", f"resample.opt_steps={max(1, steps // 5)}",
+                *SAMPLER_SETTINGS["resample"]]
     if method in ("ilo", "sgilo_grad"):
         return [f"method={method}", f"steps=[{steps},{steps},{steps}]"]
     return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
@@ -261,7 +288,7 @@ def main() -> None:
     parser.add_argument("--generator", default="demo")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per solve")
     parser.add_argument("--chains", type=int, default=4,
-                        help="chains of the posterior-spread runs (held-out centre box; 1: none)")
+                        help="chains of the posterior-spread runs of the samplers (held-out centre box; 1: none)")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--extra", default=",".join(DEFAULT_EXTRA),
@@ -306,7 +333,7 @@ def main() -> None:
           flush=True)
     if args.chains > 1:  # posterior spread against error, on the held-out centre box
         results["std_error"] = {}
-        for m in (x for x in methods if x != "csgm"):
+        for m in (x for x in methods if x in SAMPLERS):
             data = solve(out / "runs" / f"held_out_inpainting_{m}_chains{args.chains}", common + sets["held_out"]
                          + TASKS["inpainting"] + method_overrides(m, args.steps) + [f"chains={args.chains}"], n,
                          args.threads)

@@ -42,7 +42,7 @@ from inverse.ilo import (
 )
 from inverse.inputs import positive_int
 from inverse.landscape import LandscapeFormatError, LandscapeMap, LandscapeProxy, load_theta
-from inverse.posterior import LatentDiffusion, annealed_langevin, dps, resample
+from inverse.posterior import SPACINGS, LatentDiffusion, annealed_langevin, dps, resample
 from score.prior import ScorePrior
 from utils import UserError, resolve_path, to_plain
 
@@ -226,6 +226,11 @@ class PosteriorSampler(Method):
             raise UserError(f"layer must be an integer >= 1 for space=layer, got {layer!r}")
         not_settings = {"ld", "op", "y", "rng", "sigma_y", "progress", "u_init"}  # what the method itself passes
         options = settings_block(cfg, kind, set(inspect.signature(SAMPLERS[kind]).parameters) - not_settings)
+        t_start = options.get("t_start", 1.0)
+        if isinstance(t_start, bool) or not isinstance(t_start, (int, float)) or not 0.0 < t_start <= 1.0:
+            raise UserError(f"{kind}.t_start must be a number in (0, 1], got {t_start!r}")
+        if options.get("spacing", "linear") not in SPACINGS:
+            raise UserError(f"{kind}.spacing must be one of {SPACINGS}, got {options.get('spacing')!r}")
         init = None
         if space == "layer":
             steps = cfg.get("init_steps", 300)
@@ -284,6 +289,9 @@ class PosteriorSampler(Method):
 
         sampler = SAMPLERS[self.kind]
         extra = {"sigma_y": float(problem.operator.noise_std)} if self.kind == "langevin" else {}
+        if self.options.get("t_start", 1.0) < 1.0:  # SDEdit's start: the CSGM features, or the naive image
+            clean = variables.x.detach() if variables is not None else problem.operator.naive(y).clamp(-1, 1)
+            extra["u_init"] = self.prior.to_model_space(clean)
         ld = LatentDiffusion(self.prior, decode)
         v = sampler(ld, problem.operator, y, rng.randn, progress=progress, **extra, **self.options)
         with torch.no_grad():

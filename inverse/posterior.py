@@ -79,25 +79,62 @@ def misfit(op: Operator, image: Tensor, y: Tensor) -> Tensor:
     return (op.A(image) - y).flatten(1).square().sum(1)
 
 
-def time_grid(n: int, eps: float, device: torch.device) -> Tensor:
-    """n times from 1 down to eps (inclusive)."""
-    return torch.linspace(1.0, eps, n, device=device)
+SPACINGS = ("linear", "geometric")
+
+
+def time_grid(ld: LatentDiffusion, n: int, eps: float, t_start: float = 1.0, spacing: str = "linear") -> list[float]:
+    """n times from t_start down to eps (inclusive): equally spaced in t (``linear``: the papers' VP/DDPM grids),
+    or with the noise-to-signal ratio γ_t = σ_t / α_t in geometric progression (``geometric``: NCSN's noise
+    levels, which Jalal et al. use). A variable normalised to a small range in model space (the published minmax
+    normalisation gives feature stds of ~0.03) is invisible under the noise for most of a linear grid (γ_t
+    exceeds its std for t > ~0.01 on the VP-SDE); the geometric grid spends the steps evenly over the noise
+    scales."""
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    if n == 1:
+        return [t_start]
+    if spacing == "linear":
+        return torch.linspace(t_start, eps, n, dtype=torch.float64).tolist()
+    dense = torch.linspace(eps, t_start, 4097, dtype=torch.float64)  # γ_t is increasing: invert it by interpolation
+    mean, std = ld.prior.sde.marginal_prob(torch.ones(dense.numel(), 1, dtype=torch.float64), dense)
+    log_gamma = (std / mean[:, 0]).log()
+    targets = torch.linspace(float(log_gamma[-1]), float(log_gamma[0]), n, dtype=torch.float64)
+    idx = torch.searchsorted(log_gamma, targets).clamp(1, dense.numel() - 1)
+    lo, hi = log_gamma[idx - 1], log_gamma[idx]
+    w = ((targets - lo) / (hi - lo)).clamp(0, 1)
+    ts = dense[idx - 1] + w * (dense[idx] - dense[idx - 1])
+    ts[0], ts[-1] = t_start, eps
+    return ts.tolist()
+
+
+def start(ld: LatentDiffusion, rng: Callable[..., Tensor], t_start: float, u_init: Tensor | None) -> Tensor:
+    """The sampler's first state at time t_start: a draw of the SDE's prior N(0, I) at t_start = 1 or without a
+    start point; else SDEdit's start (Meng et al., ICLR 2022) from a clean estimate u_init (B, ...) in model
+    space, the forward SDE's marginal x_t = α_t u_init + σ_t ξ."""
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must be in (0, 1], got {t_start}")
+    if u_init is None or t_start >= 1.0:
+        return rng(*ld.prior.image_shape)
+    a, s = ld.alpha_sigma(t_start)
+    return a * u_init + s * rng(*u_init.shape[1:])
 
 
 def annealed_langevin(ld: LatentDiffusion, op: Operator, y: Tensor, rng: Callable[..., Tensor], sigma_y: float = 0.0,
                       levels: int = 100, steps_per_level: int = 3, step_size: float = 2e-5, eps: float = 1e-3,
-                      u_init: Tensor | None = None, progress: bool = False) -> Tensor:
+                      t_start: float = 1.0, spacing: str = "linear", u_init: Tensor | None = None,
+                      progress: bool = False) -> Tensor:
     """Annealed Langevin dynamics with the likelihood score (module docstring); returns v (B, ...).
 
     Args:
         ld: prior + decoder. op, y: operator and measurements (B, ...). sigma_y: measurement noise std.
         rng: ``rng(*shape) -> (B, *shape)`` standard normal draws.
-        levels, steps_per_level: the noise levels t_i (from 1 to eps) and Langevin steps per level.
+        levels, steps_per_level: the noise levels t_i (from t_start to eps, spaced by ``spacing``: see
+            :func:`time_grid`) and Langevin steps per level.
         step_size: ε, the step at the last level (η_i = ε σ_i² / σ_L²).
-        u_init: start (model space); default: a draw of the SDE's prior N(0, I).
+        t_start, u_init: the first level and a clean start (model space) noised to it (:func:`start`).
     """
-    u = rng(*ld.prior.image_shape) if u_init is None else u_init.clone()
-    ts = time_grid(levels, eps, u.device).tolist()
+    u = start(ld, rng, t_start, u_init)
+    ts = time_grid(ld, levels, eps, t_start, spacing)
     sigma_last = ld.alpha_sigma(ts[-1])[1]
     for t in tqdm(ts, desc="langevin", disable=not progress, leave=False):
         eta = step_size * (ld.alpha_sigma(t)[1] / sigma_last) ** 2
@@ -127,27 +164,30 @@ def reverse_step(ld: LatentDiffusion, u: Tensor, t: float, dt: float, score: Ten
 
 
 def dps(ld: LatentDiffusion, op: Operator, y: Tensor, rng: Callable[..., Tensor], steps: int = 1000,
-        zeta: float = 1.0, eps: float = 1e-3, progress: bool = False) -> Tensor:
+        zeta: float = 1.0, eps: float = 1e-3, t_start: float = 1.0, spacing: str = "linear",
+        u_init: Tensor | None = None, progress: bool = False) -> Tensor:
     """Diffusion posterior sampling (module docstring); returns v (B, ...) decoded from the last Tweedie estimate.
 
     Args:
-        steps: reverse-SDE steps from t = 1 to eps (the paper: 1000).
+        steps: reverse-SDE steps from t_start to eps (the paper: 1000 from 1), spaced by ``spacing``
+            (:func:`time_grid`).
         zeta: ζ, the step along ∇‖y − A(D(û_0))‖ (the paper's ζ' = 1.0 for most FFHQ tasks).
+        t_start, u_init: the first time and a clean start (model space) noised to it (:func:`start`).
     """
-    u = rng(*ld.prior.image_shape)
-    ts = time_grid(steps, eps, u.device).tolist()
-    dt = (1.0 - eps) / max(steps - 1, 1)
-    for t in tqdm(ts, desc="dps", disable=not progress, leave=False):
+    u = start(ld, rng, t_start, u_init)
+    ts = time_grid(ld, steps, eps, t_start, spacing)
+    for i, t in enumerate(tqdm(ts, desc="dps", disable=not progress, leave=False)):
         u = u.detach().requires_grad_(True)
         score = ld.score(u, t)
         a, s = ld.alpha_sigma(t)
         u0 = (u + s**2 * score) / a
+        if i == len(ts) - 1:  # the last estimate is the answer
+            break
         residual = misfit(op, ld.decode_model(u0), y).clamp_min(1e-12).sqrt()
         grad = torch.autograd.grad(residual.sum(), u)[0]  # rows are independent: one backward for all
         with torch.no_grad():
-            u = reverse_step(ld, u, t, dt, score, rng(*u.shape[1:])) - zeta * grad
-            last = u0
-    return ld.prior.from_model_space(last.detach())
+            u = reverse_step(ld, u, t, t - ts[i + 1], score, rng(*u.shape[1:])) - zeta * grad
+    return ld.prior.from_model_space(u0.detach())
 
 
 def consistent(ld: LatentDiffusion, op: Operator, y: Tensor, u0: Tensor, opt_steps: int, lr: float) -> Tensor:
@@ -164,29 +204,33 @@ def consistent(ld: LatentDiffusion, op: Operator, y: Tensor, u0: Tensor, opt_ste
 
 def resample(ld: LatentDiffusion, op: Operator, y: Tensor, rng: Callable[..., Tensor], steps: int = 500,
              every: int = 10, start_fraction: float = 0.5, opt_steps: int = 50, lr: float = 0.01,
-             gamma_scale: float = 40.0, eps: float = 1e-3, progress: bool = False) -> Tensor:
+             gamma_scale: float = 40.0, eps: float = 1e-3, t_start: float = 1.0, spacing: str = "linear",
+             u_init: Tensor | None = None, progress: bool = False) -> Tensor:
     """ReSample (module docstring); returns the decoded variables of the last (measurement-consistent) estimate.
 
     Args:
-        steps: reverse-SDE steps from t = 1 to eps. every: steps between hard data consistency, applied once
-            t < start_fraction. opt_steps, lr: the Adam optimisation of each consistency step.
+        steps: reverse-SDE steps from t_start to eps, spaced by ``spacing`` (:func:`time_grid`). every: steps
+            between hard data consistency, applied once t < start_fraction. opt_steps, lr: the Adam optimisation
+            of each consistency step.
+        t_start, u_init: the first time and a clean start (model space) noised to it (:func:`start`).
     """
-    u = rng(*ld.prior.image_shape)
-    ts = time_grid(steps, eps, u.device).tolist()
-    dt = (1.0 - eps) / max(steps - 1, 1)
+    u = start(ld, rng, t_start, u_init)
+    ts = time_grid(ld, steps, eps, t_start, spacing)
     last = u
     for i, t in enumerate(tqdm(ts, desc="resample", disable=not progress, leave=False)):
         with torch.no_grad():
             score = ld.score(u, t)
             a, s = ld.alpha_sigma(t)
             last = (u + s**2 * score) / a
-            u = reverse_step(ld, u, t, dt, score, rng(*u.shape[1:]))
-        t_now = max(t - dt, eps)
-        if t_now < start_fraction and i % every == 0 and t_now > eps:
+            if i == len(ts) - 1:
+                break
+            t_now = ts[i + 1]
+            u = reverse_step(ld, u, t, t - t_now, score, rng(*u.shape[1:]))
+        if t_now < start_fraction and i % every == 0 and i + 2 < len(ts):
             last = consistent(ld, op, y, last, opt_steps, lr)
             with torch.no_grad():
                 a, s = ld.alpha_sigma(t_now)
-                a_next = ld.alpha_sigma(max(t_now - dt, eps))[0]
+                a_next = ld.alpha_sigma(ts[i + 2])[0]
                 abar, abar_next = a**2, a_next**2
                 gamma2 = gamma_scale * (1 - abar_next) / abar * (1 - abar / abar_next)
                 mean = (gamma2 * a * last + s**2 * u) / (gamma2 + s**2)

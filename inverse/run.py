@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from inverse.ilo import Problem
 from inverse.inputs import InputImage, list_inputs, load_references, measure, positive_int
 from inverse.losses import PerceptualLoss
-from inverse.methods import PIXEL_LAYER, Method, build_method
+from inverse.methods import Method, build_method
 from inverse.metrics import Metrics
 from inverse.operators import OPERATORS, Operator, build_operator
 from inverse.outputs import (
@@ -110,8 +110,7 @@ def load_prior(name: str, layer: int, G: Any, cfg: DictConfig, device: torch.dev
         raise UserError(f"prior {name}: {exc}") from None
     if prior.layer != layer:
         raise UserError(f"prior {name} is for layer {prior.layer}, but it is listed for layer {layer}")
-    shape = (G.img_channels, G.img_resolution, G.img_resolution) if layer == PIXEL_LAYER else \
-        layer_sample_shape(G, layer)
+    shape = layer_sample_shape(G, layer)
     if tuple(prior.image_shape) != tuple(shape):
         raise UserError(f"prior {name} expects layer-{layer} variables of shape {list(prior.image_shape)}, "
                         f"the generator gives {list(shape)}")

@@ -166,7 +166,7 @@ def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int =
     elif spec.layer == -1:  # the image itself: real training images, not generator samples
         from data import open_images
 
-        shape = (G.img_channels, G.img_resolution, G.img_resolution)
+        shape = layer_sample_shape(G, spec.layer)
         data = open_images(images, G.img_resolution)
         variables = data.batch(list(range(min(len(data), num_samples))))
     else:

@@ -61,23 +61,40 @@ def stream_layout(num_streams: int | None, world_size: int, rank: int, batch_siz
     return streams, list(range(rank * per_rank, (rank + 1) * per_rank))
 
 
+def _single(paths: Any) -> Any:
+    paths = list(paths)
+    if len(paths) != 1:
+        raise TrainConfigError(f"data.source=images takes one folder, zip or emoji:<split>, got {len(paths)}")
+    return paths[0]
+
+
 def load_data_tensor(data_cfg: Mapping[str, Any], layer: int, image_shape: Sequence[int],
                      resolve: Callable[[Any], Path]) -> torch.Tensor | None:
-    """Stored latents (N, *image_shape) for ``data.source`` shards/latents; None for the generator source."""
+    """Stored variables (N, *image_shape) for ``data.source`` shards / latents / images (the training images of a
+    prior on pixels, ``layer: -1``: a folder, a dataset zip or ``emoji:<split>``); None for the generator source."""
     source = data_cfg.get("source", "generator")
+    if (layer == -1) != (source == "images"):
+        raise TrainConfigError("a prior on the image (layer -1) trains on images: data.source=images "
+                               "data.path=<folder, zip or emoji:train>; data.source=images is for layer -1 only")
     if source == "generator":
         return None
     path = data_cfg.get("path")
     if path is None:
         raise TrainConfigError(f"data.source={source} needs data.path")
     try:
-        if source == "shards":
+        if source == "images":
+            from data import open_images
+
+            spec = str(path if isinstance(path, (str, Path)) else _single(path))
+            images = open_images(spec if spec.startswith("emoji:") else resolve(spec), image_shape[-1])
+            data = images.batch(list(range(len(images))))
+        elif source == "shards":
             data = LatentShards(resolve(path)).data
         elif source == "latents":
             paths = [path] if isinstance(path, (str, Path)) else list(path)
             data = load_saved_latents([resolve(p) for p in paths], layer)
         else:
-            raise TrainConfigError(f"unknown data.source {source!r}; use generator, shards or latents")
+            raise TrainConfigError(f"unknown data.source {source!r}; use generator, shards, latents or images")
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         if isinstance(exc, TrainConfigError):
             raise

@@ -108,9 +108,12 @@ def build_generator(
 
 
 def layer_sample_shape(G: Generator, layer: int) -> tuple[int, int, int]:
-    """Per-sample shape of the score-prior variable at ``layer``: (w_dim, num_ws, 1) for 0, else (C, H, W)."""
+    """Per-sample shape of the score-prior variable at ``layer``: (w_dim, num_ws, 1) for 0, the image
+    (C, H, W) for -1 (a prior on pixels), else the layer's features (C, H, W)."""
     if layer == 0:
         return (G.w_dim, G.num_ws, 1)
+    if layer == -1:
+        return (G.img_channels, G.img_resolution, G.img_resolution)
     G.synthesis.check_layer(layer, allow_zero=False)
     if layer == G.synthesis.num_blocks:
         raise ValueError(f"layer {layer} is the finished image; priors live on layers 0..{layer - 1}")

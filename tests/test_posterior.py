@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dataloaders import MinMaxNormalizer
-from inverse.posterior import LatentDiffusion, dps, langevin_step
+from inverse.posterior import LatentDiffusion, dps, langevin_step, start, time_grid
 from score.gaussian import GaussianScoreModel
 from score.prior import ScorePrior
 from score.sde import VPSDE
@@ -173,3 +173,35 @@ def test_sgilo_score_step_at_matched_temperature_is_langevin(problem, noise_temp
         assert mean_err < 0.1 and cov_err < 0.15, (mean_err, cov_err)
     else:
         assert cov_err > 0.3, cov_err
+
+
+@pytest.mark.parametrize("t_start", [1.0, 0.05])
+def test_time_grids(problem, t_start):
+    """Both grids run from t_start to eps, strictly decreasing; the geometric one has σ_t/α_t in constant ratio."""
+    ld = problem[0]
+    linear = time_grid(ld, 11, 1e-3, t_start, "linear")
+    assert linear[0] == t_start and linear[-1] == 1e-3 and all(b - a == pytest.approx(linear[1] - linear[0])
+                                                               for a, b in zip(linear[:-1], linear[1:]))
+    ts = time_grid(ld, 11, 1e-3, t_start, "geometric")
+    assert ts[0] == t_start and ts[-1] == 1e-3 and all(a > b for a, b in zip(ts[:-1], ts[1:]))
+    gammas = torch.tensor([ld.alpha_sigma(t)[1] / ld.alpha_sigma(t)[0] for t in ts], dtype=torch.float64)
+    ratios = gammas[1:] / gammas[:-1]
+    assert float(ratios.std() / ratios.mean()) < 1e-3, ratios
+    with pytest.raises(ValueError, match="spacing"):
+        time_grid(ld, 11, 1e-3, t_start, "cosine")
+
+
+def test_sdedit_start_is_the_forward_marginal(problem):
+    """With a clean start u_init and t_start < 1 the first state is α u_init + σ ξ (mean and spread over many
+    draws); at t_start = 1, or without u_init, it is a draw of N(0, I) whatever u_init is."""
+    ld = problem[0]
+    rows = 4000
+    u_init = torch.full((rows, DIM, 1, 1), 0.3)
+    a, s = ld.alpha_sigma(0.05)
+    u = start(ld, noise(1.0, rows), 0.05, u_init)
+    assert float((u.mean(0) - a * 0.3).abs().max()) < 4 * s / rows**0.5
+    assert float(u.std(0).mean()) == pytest.approx(s, rel=0.05)
+    fresh = start(ld, noise(1.0, rows), 1.0, u_init)
+    assert float(fresh.mean().abs()) < 0.02 and float(fresh.std()) == pytest.approx(1.0, rel=0.03)
+    with pytest.raises(ValueError, match="t_start"):
+        start(ld, noise(1.0, rows), 0.0, u_init)

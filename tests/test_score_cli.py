@@ -132,6 +132,7 @@ def test_ddp_matches_one_process_with_the_doubled_batch(tmp_path):
         ("train_score.py", ["prior.layer=7"], ["prior.layer", "layer must be an integer in [1, 4]"]),
         ("train_score.py", ["batch_size=6", "data.streams=4"], ["batch_size=6", "4 data streams"]),
         ("train_score.py", ["resume=does/not/exist.pt"], ["score checkpoint not found"]),
+        ("train_score.py", ["generator=demo", "trained_networks=demo_pixel"], ["layer -1) trains on images"]),
         ("eval_score_based.py", ["gen_conf=configs/trained_networks/nope.yaml"], ["gen_conf: no such file"]),
     ],
 )

@@ -246,3 +246,27 @@ def test_stored_latents_as_training_data(tmp_path):
         load_data_tensor({"source": "latents", "path": str(tmp_path / "z.pt")}, 0, (8, 8, 8), Path)
     with pytest.raises(TrainConfigError, match="needs data.path"):
         load_data_tensor({"source": "shards", "path": None}, 2, (8, 8, 8), Path)
+
+
+def test_training_images_as_the_data_of_a_pixel_prior(tmp_path):
+    """data.source=images reads a folder of images (resized to the prior's side, in [-1, 1]) for layer -1 only."""
+    from PIL import Image
+
+    from score.train_config import TrainConfigError, load_data_tensor
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    for i, c in enumerate(colours):
+        Image.new("RGB", (24, 24), c).save(folder / f"{i}.png")
+    data = load_data_tensor({"source": "images", "path": str(folder)}, -1, (3, 16, 16), Path)
+    assert data.shape == (3, 3, 16, 16) and data.dtype == torch.float32
+    means = sorted(tuple(round(float(v)) for v in img.mean((1, 2))) for img in data)
+    assert means == sorted([(1, -1, -1), (-1, 1, -1), (-1, -1, 1)])
+    assert load_data_tensor({"source": "images", "path": [str(folder)]}, -1, (3, 16, 16), Path).shape[0] == 3
+    with pytest.raises(TrainConfigError, match=r"layer -1\) trains on images"):
+        load_data_tensor({"source": "generator"}, -1, (3, 16, 16), Path)
+    with pytest.raises(TrainConfigError, match=r"layer -1\) trains on images"):
+        load_data_tensor({"source": "images", "path": str(folder)}, 2, (8, 8, 8), Path)
+    with pytest.raises(TrainConfigError, match="data.path"):
+        load_data_tensor({"source": "images", "path": str(tmp_path / "missing")}, -1, (3, 16, 16), Path)

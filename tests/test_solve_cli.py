@@ -305,6 +305,8 @@ def test_sampler_settings_are_checked():
         for overrides, fragment in [(["method=dps", "+dps.stepz=3"], r"dps: unknown setting\(s\) \['stepz'\]"),
                                     (["method=langevin", "space=latent"], "space must be one of"),
                                     (["method=resample", "layer=0"], "layer must be an integer >= 1"),
-                                    (["method=dps", "chains=0"], "chains must be an integer >= 1")]:
+                                    (["method=dps", "chains=0"], "chains must be an integer >= 1"),
+                                    (["method=dps", "dps.t_start=0"], r"dps.t_start must be a number in \(0, 1\]"),
+                                    (["method=langevin", "langevin.spacing=log"], "langevin.spacing must be one of")]:
             with pytest.raises(UserError, match=fragment):
                 build_method(compose("solve_inverse", overrides=overrides))
