@@ -61,13 +61,6 @@ def stream_layout(num_streams: int | None, world_size: int, rank: int, batch_siz
     return streams, list(range(rank * per_rank, (rank + 1) * per_rank))
 
 
-def _single(paths: Any) -> Any:
-    paths = list(paths)
-    if len(paths) != 1:
-        raise TrainConfigError(f"data.source=images takes one folder, zip or emoji:<split>, got {len(paths)}")
-    return paths[0]
-
-
 def load_data_tensor(data_cfg: Mapping[str, Any], layer: int, image_shape: Sequence[int],
                      resolve: Callable[[Any], Path]) -> torch.Tensor | None:
     """Stored variables (N, *image_shape) for ``data.source`` shards / latents / images (the training images of a
@@ -81,17 +74,19 @@ def load_data_tensor(data_cfg: Mapping[str, Any], layer: int, image_shape: Seque
     path = data_cfg.get("path")
     if path is None:
         raise TrainConfigError(f"data.source={source} needs data.path")
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
     try:
         if source == "images":
             from data import open_images
 
-            spec = str(path if isinstance(path, (str, Path)) else _single(path))
+            if len(paths) != 1:
+                raise TrainConfigError(f"data.source=images takes one folder, zip or emoji:<split>, got {len(paths)}")
+            spec = str(paths[0])
             images = open_images(spec if spec.startswith("emoji:") else resolve(spec), image_shape[-1])
             data = images.batch(list(range(len(images))))
         elif source == "shards":
             data = LatentShards(resolve(path)).data
         elif source == "latents":
-            paths = [path] if isinstance(path, (str, Path)) else list(path)
             data = load_saved_latents([resolve(p) for p in paths], layer)
         else:
             raise TrainConfigError(f"unknown data.source {source!r}; use generator, shards, latents or images")
