@@ -77,15 +77,14 @@ SWEEPS = {  # name -> (x label, values, overrides for a value)
 METRICS = ("psnr", "ssim", "lpips", "seconds")
 # Methods whose K draws differ by design (Langevin noise, reverse-SDE noise): the posterior-spread runs. The MAP
 # methods' chains differ only by their starting point, or not at all (round 0 from zeros, no noise).
-SAMPLERS = ("sgilo", "langevin", "dps", "resample", "langevin_pixel", "dps_pixel", "resample_pixel")
+CHAIN_METHODS = ("sgilo", "langevin", "dps", "resample", "langevin_pixel", "dps_pixel", "resample_pixel")
 SAMPLER_SETTINGS = {  # chosen on validation (bench/results/samplers_val/table.md); the YAMLs keep the papers' values
     "langevin": ["langevin.spacing=geometric", "langevin.t_start=0.01", "langevin.step_size=1e-6"],
     "dps": ["dps.spacing=geometric", "dps.t_start=0.01", "dps.zeta=0.01"],
     "resample": ["resample.spacing=geometric", "resample.t_start=0.03", "resample.start_fraction=1.0",
                  "resample.lr=0.001", "resample.gamma_scale=1e5"],
     "langevin_pixel": ["langevin.spacing=geometric"], "dps_pixel": [],
-    "resample_pixel": ["resample.every=20", "resample.opt_steps=20", "resample.spacing=geometric",
-                       "resample.gamma_scale=1e5"],
+    "resample_pixel": ["resample.spacing=geometric", "resample.gamma_scale=1e5"],
 }
 # What SGILO's prior adds, on the held-out set: SGILO with the prior step switched off (Langevin noise kept), and
 # SGILO with ILO's l1 ball added (the generator's `radius_per_generator` entry of configs/method/ilo.yaml).
@@ -105,11 +104,12 @@ def method_overrides(method: str, steps: int) -> list[str]:
     # The posterior samplers: a CSGM start of `steps`, then about 2 x `steps` decoder evaluations with gradients,
     # with the settings chosen on the validation split (bench/results/samplers_val/): the geometric time grid and
     # SDEdit's start from the CSGM features at t_start (the demo's features sit at noise levels t < 0.03).
-    if method.endswith("_pixel"):  # a prior on pixels: no CSGM start, 3 x `steps` prior evaluations, the papers' grid
+    if method.endswith("_pixel"):  # a prior on pixels: no CSGM start, about 3 x `steps` prior evaluations
         sampler = method.removesuffix("_pixel")
-        count = {"langevin": f"langevin.levels={steps}", "dps": f"dps.steps={3 * steps}",
-                 "resample": f"resample.steps={2 * steps}"}[sampler]
-        return [f"method={sampler}", "space=pixel", count, *SAMPLER_SETTINGS[method]]
+        budget = {"langevin": [f"langevin.levels={steps}"], "dps": [f"dps.steps={3 * steps}"],
+                  "resample": [f"resample.steps={2 * steps}", f"resample.every={max(1, steps // 5)}",
+                               f"resample.opt_steps={max(1, steps // 5)}"]}[sampler]
+        return [f"method={sampler}", "space=pixel", *budget, *SAMPLER_SETTINGS[method]]
     if method == "langevin":
         return ["method=langevin", f"init_steps={steps}", f"langevin.levels={max(1, 2 * steps // 3)}",
                 *SAMPLER_SETTINGS["langevin"]]
@@ -333,7 +333,7 @@ def main() -> None:
           flush=True)
     if args.chains > 1:  # posterior spread against error, on the held-out centre box
         results["std_error"] = {}
-        for m in (x for x in methods if x in SAMPLERS):
+        for m in (x for x in methods if x in CHAIN_METHODS):
             data = solve(out / "runs" / f"held_out_inpainting_{m}_chains{args.chains}", common + sets["held_out"]
                          + TASKS["inpainting"] + method_overrides(m, args.steps) + [f"chains={args.chains}"], n,
                          args.threads)
