@@ -77,6 +77,27 @@ class GaussianScoreModel(nn.Module):
         out = self.precision_times(flat - alpha[:, None] * self.mean, t) * sigma[:, None]
         return out.reshape(x.shape)
 
+    def marginal_log_density(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """log p_t(x) = log N(x; α_t μ, Σ_t) per sample (N,) and the noise prediction (same shape as x), for
+        x (N, ...) and times t (N,): the determinant by the matrix determinant lemma,
+        log det Σ_t = Σ log e + Σ log(α_t² λ) + log det M, with e and M as in the module docstring."""
+        n = x.shape[0]
+        flat = x.reshape(n, -1)
+        alpha, sigma = self._alpha_sigma(t, flat)
+        r = flat - alpha[:, None] * self.mean
+        e = alpha[:, None] ** 2 * self.residual + sigma[:, None] ** 2
+        w = r / e
+        logdet = e.log().sum(1)
+        if self.basis.shape[1]:
+            u, lam = self.basis, alpha[:, None] ** 2 * self.eigenvalues  # (D, k), (N, k)
+            m = torch.diag_embed(1.0 / lam) + u.T @ (u[None] / e[..., None])
+            chol = torch.linalg.cholesky(m)
+            correction = torch.cholesky_solve((w @ u)[..., None], chol)[..., 0]
+            w = w - (correction @ u.T) / e
+            logdet = logdet + lam.log().sum(1) + 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(1)
+        log_p = -0.5 * ((r * w).sum(1) + logdet + self.dim * math.log(2 * math.pi))
+        return log_p, (w * sigma[:, None]).reshape(x.shape)
+
     def _alpha_sigma(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         t = t.to(like) if torch.is_tensor(t) else torch.full((like.shape[0],), float(t)).to(like)
         mean, std = self.sde.marginal_prob(torch.ones(t.shape[0], 1, device=like.device, dtype=like.dtype), t)
@@ -131,6 +152,65 @@ class GaussianScoreModel(nn.Module):
         return (-0.5 * (quad + logdet + self.dim * math.log(2 * math.pi))).float()
 
 
+class GaussianMixtureScoreModel(nn.Module):
+    """The exact noise prediction of a mixture of K low-rank-plus-diagonal Gaussians, one per data source.
+
+    p(x0) = Σ_i w_i N(x0; μ_i, Σ_i), so p_t(x) = Σ_i w_i N(x; α_t μ_i, Σ_t,i) and the score is the
+    responsibility-weighted score of the components,
+
+        ∇ log p_t(x) = Σ_i ρ_i(x, t) ∇ log N(x; α_t μ_i, Σ_t,i),   ρ = softmax_i(log w_i + log N_i(x, t)).
+
+    Fitted on several sources at once (``fit([samples_1, ..., samples_K])``; one normalisation for all, set
+    by the caller), e.g. G1(z) features and the features of inverted real images: where a point is
+    likelier under one source, that source's score pulls it. The weights w are the sources' sample shares.
+
+    Args:
+        width, height, channels: the variable's model-space shape (C, H, W).
+        sde: the forward SDE's config. rank: every component's covariance rank (see GaussianScoreModel).
+        components: K, the number of sources (>= 1).
+    """
+
+    def __init__(self, width: int, height: int, channels: int, sde: Mapping[str, Any], rank: int = 32,
+                 components: int = 2):
+        super().__init__()
+        if not isinstance(components, int) or components < 1:
+            raise ValueError(f"components must be an integer >= 1, got {components!r}")
+        self.config = {"width": int(width), "height": int(height), "channels": int(channels), "sde": dict(sde),
+                       "rank": int(rank), "components": components}
+        self.parts = nn.ModuleList(GaussianScoreModel(width, height, channels, sde, rank)
+                                   for _ in range(components))
+        self.register_buffer("log_weights", torch.full((components,), -math.log(components)))
+
+    @property
+    def sde(self) -> SDE:
+        return self.parts[0].sde
+
+    @torch.no_grad()
+    def fit(self, samples: Sequence[Tensor]) -> GaussianMixtureScoreModel:
+        """Fit component i on ``samples[i]`` (N_i, C, H, W) (model space); weights ∝ N_i."""
+        if isinstance(samples, Tensor) or len(samples) != len(self.parts):
+            raise ValueError(f"a mixture of {len(self.parts)} Gaussians is fitted on {len(self.parts)} sample sets "
+                             "(one per source)")
+        for part, x in zip(self.parts, samples):
+            part.fit(x)
+        counts = torch.tensor([float(x.shape[0]) for x in samples])
+        self.log_weights.copy_((counts / counts.sum()).log())
+        return self
+
+    def responsibilities(self, x: Tensor, t: Tensor) -> Tensor:
+        """ρ (N, K): the posterior probability of each component given x_t."""
+        return self._combine(x, t)[1]
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self._combine(x, t)[0]
+
+    def _combine(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        logs, preds = zip(*(part.marginal_log_density(x, t) for part in self.parts))
+        rho = torch.softmax(torch.stack(logs, 1) + self.log_weights, dim=1)  # (N, K)
+        out = sum(rho[:, i].reshape(-1, *[1] * (x.dim() - 1)) * p for i, p in enumerate(preds))
+        return out, rho
+
+
 def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int = 0, batch: int = 512,
                           device: str = "cpu", images: str = "emoji:train",
                           latents: Sequence[str] | None = None) -> Any:
@@ -140,7 +220,9 @@ def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int =
     training images ``images`` (a folder, zip or ``emoji:<split>``; at most ``num_samples``) instead. With
     ``latents`` (files or folders of ``save_latents`` files, e.g. inversions of the train split by
     ``solve_inverse.py save_latent=true``: the published priors' data) it is fitted on those, at most
-    ``num_samples`` of them."""
+    ``num_samples`` of them. A mixture (``model.name: gaussian_mixture``, 2 components) is fitted on both
+    sources, the G1(z) features and the ``latents``, one component each, with one min-max normalisation of
+    their union."""
     from omegaconf import OmegaConf
 
     from dataloaders import MinMaxNormalizer
@@ -150,40 +232,53 @@ def fit_prior_from_config(conf: Mapping[str, Any], num_samples: int, seed: int =
     from utils import ROOT, resolve_path
 
     spec = parse_prior_spec(conf)
-    if str(spec.model.get("name", "")).lower() != "gaussian":
-        raise PriorFormatError(f"model.name must be gaussian for a fitted Gaussian prior, got {spec.model}")
+    kind = str(spec.model.get("name", "")).lower()
+    if kind not in ("gaussian", "gaussian_mixture"):
+        raise PriorFormatError(f"model.name must be gaussian or gaussian_mixture for a fitted Gaussian prior, got "
+                               f"{spec.model}")
+    mixture = kind == "gaussian_mixture"
+    if mixture and (not latents or spec.layer < 1 or int(spec.model.get("components", 2)) != 2):
+        raise PriorFormatError("a gaussian_mixture prior is fitted on G1(z) features and --latents, one component "
+                               "each: it needs components: 2, a layer >= 1 and --latents")
     if spec.generator_name is None:
         raise PriorFormatError("the config names no generator")
     entry = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "generator" / f"{spec.generator_name}.yaml"))
     G, proxy = build_generator(entry, device, resolve=resolve_path)
-    if latents:  # stored latents, e.g. of inverted real images: read and checked as train_score.py reads them
-        from dataloaders import latent_from_layout
-        from score.train_config import load_data_tensor
+    shape = layer_sample_shape(G, spec.layer)
 
-        shape = layer_sample_shape(G, spec.layer)
-        data = load_data_tensor({"source": "latents", "path": list(latents)}, spec.layer, shape, resolve_path)
-        variables = (latent_from_layout(data) if spec.layer == 0 else data)[:num_samples]  # the prior's variables
-    elif spec.layer == -1:  # the image itself: real training images, not generator samples
-        from data import open_images
-
-        shape = layer_sample_shape(G, spec.layer)
-        data = open_images(images, G.img_resolution)
-        variables = data.batch(list(range(min(len(data), num_samples))))
-    else:
-        shape = layer_sample_shape(G, spec.layer)
+    def generated() -> Tensor:
         renderer = LayerRenderer(G, proxy, spec.layer, noise_mode="const")
         gen = torch.Generator().manual_seed(seed)
         parts = []
         for start in range(0, num_samples, batch):
             _, v, _, _ = renderer.start(min(batch, num_samples - start), gen)
             parts.append(v.cpu())
-        variables = torch.cat(parts)
-    normalizer = MinMaxNormalizer(float(variables.min()), float(variables.max()))
+        return torch.cat(parts)
+
+    sources: list[Tensor] = []
+    if mixture:
+        sources.append(generated())
+    if latents:  # stored latents, e.g. of inverted real images: read and checked as train_score.py reads them
+        from dataloaders import latent_from_layout
+        from score.train_config import load_data_tensor
+
+        data = load_data_tensor({"source": "latents", "path": list(latents)}, spec.layer, shape, resolve_path)
+        sources.append((latent_from_layout(data) if spec.layer == 0 else data)[:num_samples])  # the variables
+    elif spec.layer == -1:  # the image itself: real training images, not generator samples
+        from data import open_images
+
+        data = open_images(images, G.img_resolution)
+        sources.append(data.batch(list(range(min(len(data), num_samples)))))
+    else:
+        sources.append(generated())
+    union = torch.cat(sources)
+    normalizer = MinMaxNormalizer(float(union.min()), float(union.max()))
     sde = spec.build_sde()
     model = spec.build_model(shape)
     probe = ScorePrior(model, sde, spec.layer, normalizer, spec.sampling, generator=generator_record(entry))
-    model.fit(probe.to_model_space(variables))
-    probe.step = int(variables.shape[0])  # for a fitted prior: the number of samples behind it
+    in_model_space = [probe.to_model_space(v) for v in sources]
+    model.fit(in_model_space if mixture else in_model_space[0])
+    probe.step = int(union.shape[0])  # for a fitted prior: the number of samples behind it
     return probe
 
 
@@ -193,11 +288,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     from score.prior import PriorFormatError
 
     parser = argparse.ArgumentParser(description="Fit a Gaussian layer prior (model.name: gaussian) on G1(z) "
-                                     "features and write it as a score-prior checkpoint (never over a file).")
+                                     "features or stored latents, or a two-source mixture (gaussian_mixture) on "
+                                     "both, and write it as a score-prior checkpoint (never over a file).")
     parser.add_argument("config", help="a configs/trained_networks YAML with model.name: gaussian")
     parser.add_argument("out", help="checkpoint to write (must not exist)")
     parser.add_argument("--samples", type=int, default=8192,
-                        help="G1(z) draws to fit on (with --latents: at most this many stored latents)")
+                        help="G1(z) draws to fit on (with --latents: at most this many stored latents; a "
+                             "gaussian_mixture takes this many of each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", default="emoji:train", help="training images of a pixel prior (layer: -1)")
     parser.add_argument("--latents", nargs="+", default=None, metavar="PATH",

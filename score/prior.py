@@ -43,7 +43,7 @@ from torch import nn
 from dataloaders import MinMaxNormalizer, latent_from_layout, latent_to_layout
 from utils import torch_save_new
 
-from .gaussian import GaussianResidualViT, GaussianScoreModel
+from .gaussian import GaussianMixtureScoreModel, GaussianResidualViT, GaussianScoreModel
 from .models import ViT, get_score_fn, load_score_state_dict, strip_prefix
 from .samplers import hot_sampler, pc_sampler
 from .sde import SDE, get_sde
@@ -53,9 +53,11 @@ VERSION = 1
 
 # Network classes a checkpoint may name, by class name; their constructors take the saved config.
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"ViT": ViT, "GaussianScoreModel": GaussianScoreModel,
-                                             "GaussianResidualViT": GaussianResidualViT}
+                                             "GaussianResidualViT": GaussianResidualViT,
+                                             "GaussianMixtureScoreModel": GaussianMixtureScoreModel}
 # Names accepted in YAML `model.name` -> class name.
-MODEL_NAMES = {"vit": "ViT", "gaussian": "GaussianScoreModel", "gaussian_vit": "GaussianResidualViT"}
+MODEL_NAMES = {"vit": "ViT", "gaussian": "GaussianScoreModel", "gaussian_vit": "GaussianResidualViT",
+               "gaussian_mixture": "GaussianMixtureScoreModel"}
 
 # Settings of the published trained_networks YAMLs that have no effect here (the published code ignores them
 # for hot sampling too, or they describe training).
@@ -150,7 +152,7 @@ class PriorSpec:
         if len(shape) != 3:
             raise PriorFormatError(f"image_shape must be [C, H, W], got {shape}")
         model = dict(self.model)
-        if str(model.get("name", "vit")).lower() in ("gaussian", "gaussian_vit"):
+        if str(model.get("name", "vit")).lower() in ("gaussian", "gaussian_vit", "gaussian_mixture"):
             model["sde"] = dict(self.sde)  # the exact score of a Gaussian depends on the SDE's α_t, σ_t
         return build_model(model, shape)
 

@@ -95,3 +95,70 @@ def test_fitting_command_on_stored_latents(tmp_path):
     save_latents(tmp_path / "bad.pt", torch.zeros(4, 64, 8, 8), layer=1)
     with pytest.raises(SystemExit, match=r"stored latents have shape \[64, 8, 8\], layer 1 needs \[64, 4, 4\]"):
         main([config, str(tmp_path / "g2.pt"), "--latents", str(tmp_path / "bad.pt")])
+
+
+def test_mixture_score_is_the_gradient_of_the_mixture_log_density():
+    """GaussianMixtureScoreModel: log p_t of each component equals the dense log N(x; α μ, α² Σ + σ² I), and the
+    noise prediction is −σ ∇ log Σ_i w_i N_i, the gradient of the dense mixture (autograd)."""
+    from score.gaussian import GaussianMixtureScoreModel
+
+    sde = VPSDE(0.1, 20.0, 1000)
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(400, 12, generator=g) @ torch.randn(12, 12, generator=g) * 0.1 + 0.3
+    b = torch.randn(200, 12, generator=g) * 0.2 - 0.2
+    model = GaussianMixtureScoreModel(2, 2, 3, sde.config(), rank=4, components=2).fit([a, b])
+    torch.testing.assert_close(model.log_weights.exp(), torch.tensor([2 / 3, 1 / 3]))
+    x = torch.cat([a[:3], b[:3]]).reshape(6, 3, 2, 2) + 0.05 * torch.randn(6, 3, 2, 2, generator=g)
+    for t in (0.001, 0.05, 0.5):
+        alpha = float(torch.exp(sde.log_mean_coeff(torch.tensor([t]))))
+        std = (1 - alpha**2) ** 0.5
+        dense = []
+        for part in model.parts:
+            cov = (part.basis @ torch.diag(part.eigenvalues) @ part.basis.T + torch.diag(part.residual)).double()
+            dense.append(torch.distributions.MultivariateNormal(
+                alpha * part.mean.double(), alpha**2 * cov + std**2 * torch.eye(12, dtype=torch.float64)))
+        tt = torch.full((6,), t)
+        for part, dist in zip(model.parts, dense):
+            log_p, _ = part.marginal_log_density(x, tt)
+            torch.testing.assert_close(log_p.double(), dist.log_prob(x.flatten(1).double()), rtol=1e-4, atol=1e-3)
+        xd = x.flatten(1).double().requires_grad_(True)
+        mix = torch.logsumexp(torch.stack([d.log_prob(xd) for d in dense], 1) + model.log_weights.double(), 1)
+        (grad,) = torch.autograd.grad(mix.sum(), xd)
+        torch.testing.assert_close((-model(x, tt) / std).flatten(1).double(), grad, rtol=1e-3, atol=1e-3)
+    rho = model.responsibilities(x, torch.full((6,), 0.001))
+    assert (rho[:3, 0] > 0.5).all() and (rho[3:, 1] > 0.5).all()  # each point is claimed by its own source
+
+
+def test_mixture_of_one_is_the_gaussian_and_round_trips():
+    from dataloaders import MinMaxNormalizer
+    from score.gaussian import GaussianMixtureScoreModel
+
+    sde = VPSDE()
+    data = torch.rand(64, 8, 2, 2)
+    one = GaussianMixtureScoreModel(2, 2, 8, sde.config(), rank=3, components=1).fit([data])
+    plain = GaussianScoreModel(2, 2, 8, sde.config(), rank=3).fit(data)
+    x, t = torch.rand(3, 8, 2, 2), torch.full((3,), 0.2)
+    torch.testing.assert_close(one(x, t), plain(x, t))
+    prior = ScorePrior(one, sde, layer=1, normalizer=MinMaxNormalizer(0.0, 1.0))
+    again = ScorePrior.from_checkpoint(prior.checkpoint())
+    torch.testing.assert_close(again.model(x, t), one(x, t))
+
+
+def test_mixture_fitting_command_needs_both_sources(tmp_path):
+    """model.name gaussian_mixture: G1(z) features and --latents, one component each; without --latents one
+    clear error line."""
+    import pytest
+
+    from dataloaders import save_latents
+    from score.gaussian import main
+
+    config = str(ROOT / "configs" / "trained_networks" / "demo_mix_gauss_layer1.yaml")
+    with pytest.raises(SystemExit, match="error: a gaussian_mixture prior is fitted on G1.z. features and --latents"):
+        main([config, str(tmp_path / "m.pt"), "--samples", "128"])
+    save_latents(tmp_path / "latents_layer1.pt", 2.0 + torch.randn(100, 64, 4, 4), layer=1)
+    main([config, str(tmp_path / "m.pt"), "--samples", "128", "--latents", str(tmp_path / "latents_layer1.pt")])
+    prior = ScorePrior.load(tmp_path / "m.pt")
+    assert type(prior.model).__name__ == "GaussianMixtureScoreModel" and prior.step == 228
+    torch.testing.assert_close(prior.model.log_weights.exp(), torch.tensor([128 / 228, 100 / 228]))
+    stored = prior.to_model_space(2.0 + torch.randn(8, 64, 4, 4))
+    assert (prior.model.responsibilities(stored, torch.full((8,), 1e-3))[:, 1] > 0.99).all()
