@@ -43,8 +43,8 @@ from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
 
 # Per-round settings and the value they take when a config leaves them out.
-PER_ROUND = {"lr": 0.05, "mse": 1.0, "pe": 0.0, "vars": "nlg", "latent_temperature": 0.0, "gen_temperature": 0.0,
-             "radius": None}
+PER_ROUND = {"lr": 0.05, "lr_schedule": "constant", "mse": 1.0, "pe": 0.0, "vars": "nlg", "latent_temperature": 0.0,
+             "gen_temperature": 0.0, "radius": None}
 LR_SCHEDULES = ("constant", "cosine")
 PRIOR_STEPS = ("pc", "score", "grad")
 LATENT_INITS = ("ones", "zeros", "randn")
@@ -77,7 +77,7 @@ class SolverSettings:
     """Everything that configures the loop; per-round entries are lists of length ``rounds`` (see ``build``).
 
     steps: Adam steps per round (one round per entry). lr / lr_schedule: base learning rate per round and
-    'constant' or ILO's 'cosine' ramp. mse, pe: weights of the measurement loss and LPIPS per round; geocross:
+    'constant' or ILO's 'cosine' ramp per round. mse, pe: weights of the measurement loss and LPIPS per round; geocross:
     weight of GeoCross on z[:, 2r:]. vars: per round, 'l' (latent z), 'n' (noise maps), 'g' (layer features x).
     latent_temperature / gen_temperature: per-round weights of the prior's Δ on z and x; latent_noise_temp /
     gen_noise_temp: std of the Langevin noise added with them. project_latent / project_noises: spherical
@@ -91,6 +91,10 @@ class SolverSettings:
     matched temperatures a round is then unadjusted Langevin dynamics on the posterior; see the tests).
     t_hot: the diffusion time at which every prior of the run is evaluated (None: each prior's own
     ``sampling.t_hot``); t_hot_end: anneal it geometrically from t_hot to this over each round (None: constant).
+    prior_reference_measurements: m_ref; with it the prior's weights (latent_temperature, gen_temperature) are
+    the weights at m_ref measurements, and a row with m measurements gets T·m_ref/m. The data term is a mean over
+    the m measurements, so this keeps the balance of the MAP objective Σ(Ax − y)²/(2σ²) − log p(x): the more
+    the measurements say, the less the prior weighs (None: the same T for every task, as published).
     """
 
     steps: list[int]
@@ -101,7 +105,7 @@ class SolverSettings:
     latent_temperature: list[float]
     gen_temperature: list[float]
     radius: list[float | None]
-    lr_schedule: str = "constant"
+    lr_schedule: list[str]
     geocross: float = 0.0
     latent_noise_temp: float = 0.0
     gen_noise_temp: float = 0.0
@@ -117,6 +121,7 @@ class SolverSettings:
     optimizer: str = "adam"
     t_hot: float | None = None
     t_hot_end: float | None = None
+    prior_reference_measurements: int | None = None
 
     @property
     def rounds(self) -> int:
@@ -145,8 +150,9 @@ class SolverSettings:
 
     def check(self, num_blocks: int | None = None) -> None:
         """Raise :class:`SettingsError` (one line) for values the loop cannot use."""
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        for r, v in enumerate(self.lr_schedule):
+            if v not in LR_SCHEDULES:
+                raise SettingsError(f"lr_schedule[{r}] must be one of {LR_SCHEDULES}, got {v!r}")
         if self.prior_step not in PRIOR_STEPS:
             raise SettingsError(f"prior_step must be one of {PRIOR_STEPS}, got {self.prior_step!r}")
         if self.latent_init not in LATENT_INITS:
@@ -174,6 +180,9 @@ class SolverSettings:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1):
                 raise SettingsError(f"{name} must be a diffusion time in (0, 1] or null, got {v!r}")
+        m_ref = self.prior_reference_measurements
+        if m_ref is not None and (not isinstance(m_ref, int) or isinstance(m_ref, bool) or m_ref < 1):
+            raise SettingsError(f"prior_reference_measurements must be an integer >= 1 or null, got {m_ref!r}")
         if self.t_hot_end is not None and self.t_hot is None:
             raise SettingsError("t_hot_end anneals from t_hot: set t_hot too")
         if not isinstance(self.noises_lookahead, int) or self.noises_lookahead < 0:
@@ -422,6 +431,13 @@ def row_psnr(image: Tensor, reference: Tensor) -> Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
 
 
+def prior_row_weights(problem: Problem, s: SolverSettings) -> Tensor | None:
+    """m_ref / m per row (B,), m the row's number of measurements (``prior_reference_measurements``), or None."""
+    if s.prior_reference_measurements is None:
+        return None
+    return s.prior_reference_measurements / problem.operator.measurement_count(problem.y)
+
+
 def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors: LayerPriors, rng: ImageRng,
               failed: Tensor, progress: bool = True) -> RoundLog:
     """Optimise round r in place; rows that turn NaN/Inf are marked in ``failed`` (B,) and frozen."""
@@ -434,6 +450,7 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         if params else None
     projections = Projections.start(v, r, s, params)
     frozen = [t.detach().clone() for t in params]  # where failed rows stay
+    weight = prior_row_weights(problem, s)
     losses: list[float] = []
     row_losses: list[Tensor] = []
     row_psnrs: list[Tensor] = []
@@ -443,14 +460,16 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         image = render(problem, v)
         loss = objective(problem, image, v, r, s)
         dz, dx = prior_deltas(v, r, s, priors, prior_time(step, s.steps[r], s))
+        if weight is not None:
+            dz, dx = (None if d is None else d * weight.reshape(-1, *[1] * (d.dim() - 1)) for d in (dz, dx))
 
         failed |= ~torch.isfinite(loss.detach())
         # Failed rows get no gradient (and no NaN in the sum); with none failed the fill is the identity.
         total = (loss.masked_fill(failed, 0.0) if bool(failed.any()) else loss).sum()
         if optimizer is not None:
-            if s.lr_schedule != "constant":  # a constant rate stays as adam() set it
+            if s.lr_schedule[r] != "constant":  # a constant rate stays as adam() set it
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule)
+                    group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule[r])
             for t in params:  # optimizer.zero_grad(set_to_none=True) without its per-call bookkeeping (0.1 ms)
                 t.grad = None
             total.backward()

@@ -146,6 +146,10 @@ class Operator(torch.nn.Module):
         """Number of observed entries per sample, shape (N,)."""
         return torch.full((y.shape[0],), y[0].numel(), dtype=y.dtype, device=y.device)
 
+    def measurement_count(self, y: Tensor) -> Tensor:
+        """Number of measurements per sample (N,): the entries of y that the operator observes."""
+        return self._observed_count(y)
+
     def loss(self, x_hat: Tensor, y: Tensor) -> Tensor:
         """Per-sample mean squared error ``‖A(x_hat) − y‖² / #observed``, shape (N,); differentiable in x_hat."""
         return self.measurement_loss(self.A(x_hat), y)

@@ -213,6 +213,26 @@ def test_grad_prior_step_is_adam_on_the_regularised_objective(tiny):
     assert not torch.allclose(bare.x, v.x, atol=1e-4)
 
 
+def test_prior_weight_per_measurement_scales_the_temperature_by_m_ref_over_m(tiny):
+    """prior_reference_measurements m_ref: a row with m measurements weighs its prior by T·m_ref/m, so the run
+    equals the plain run at that temperature."""
+    G, proxy = tiny
+    ref = references(G, proxy, 2)
+    p = problem(G, proxy, {"operator_type": "downsampler", "factor": 2}, ref)  # m = 3·16·16 = 768 per row
+    assert p.operator.measurement_count(p.y).tolist() == [768.0, 768.0]
+    priors = LayerPriors(layers={1: random_prior(1, (32, 4, 4))})
+    common = {"prior_step": "grad", "project_latent": False, "project_noises": False}
+    scaled = solve(p, sgilo_settings(gen_temperature=[0.0, 0.3], prior_reference_measurements=192, **common),
+                   priors, seed=5, progress=False)
+    plain = solve(p, sgilo_settings(gen_temperature=[0.0, 0.3 * 192 / 768], **common), priors, seed=5,
+                  progress=False)
+    full = solve(p, sgilo_settings(gen_temperature=[0.0, 0.3], **common), priors, seed=5, progress=False)
+    torch.testing.assert_close(scaled.final, plain.final, rtol=0, atol=1e-5)
+    assert not torch.allclose(scaled.final, full.final, atol=1e-3)  # the weight did change
+    with pytest.raises(SettingsError, match="prior_reference_measurements"):
+        sgilo_settings(prior_reference_measurements=0)
+
+
 def test_prior_time_is_constant_or_annealed_geometrically():
     assert prior_time(3, 10, sgilo_settings()) is None  # each prior's own t_hot
     assert prior_time(3, 10, sgilo_settings(t_hot=0.1)) == 0.1
@@ -282,6 +302,7 @@ def test_learning_rate_schedules():
     ({"steps": [10], "vars": ["lx"]}, "vars[0]"),
     ({"steps": []}, "steps must be a non-empty list"),
     ({"steps": [10], "lr_schedule": "linear"}, "lr_schedule"),
+    ({"steps": [10, 10], "lr_schedule": ["cosine", "linear"]}, "lr_schedule[1]"),
     ({"steps": [10], "prior_step": "ode"}, "prior_step"),
     ({"steps": [10], "gen_temperature": -1.0}, "gen_temperature[0]"),
     ({"steps": [10], "chains": 0}, "chains"),
