@@ -60,15 +60,7 @@ class GaussianScoreModel(nn.Module):
 
     def precision_times(self, r: Tensor, t: Tensor) -> Tensor:
         """Σ_t⁻¹ r for r (N, D) and times t (N,)."""
-        alpha, sigma = self._alpha_sigma(t, r)
-        e = alpha[:, None] ** 2 * self.residual + sigma[:, None] ** 2  # (N, D)
-        w = r / e
-        if self.basis.shape[1] == 0:
-            return w
-        u = self.basis
-        m = torch.diag_embed(1.0 / (alpha[:, None] ** 2 * self.eigenvalues)) + u.T @ (u[None] / e[..., None])
-        correction = torch.linalg.solve(m, (w @ u)[..., None])[..., 0]  # (N, k)
-        return w - (correction @ u.T) / e
+        return self._woodbury(r, t)[0]
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         n = x.shape[0]
@@ -78,25 +70,31 @@ class GaussianScoreModel(nn.Module):
         return out.reshape(x.shape)
 
     def marginal_log_density(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """log p_t(x) = log N(x; α_t μ, Σ_t) per sample (N,) and the noise prediction (same shape as x), for
-        x (N, ...) and times t (N,): the determinant by the matrix determinant lemma,
-        log det Σ_t = Σ log e + Σ log(α_t² λ) + log det M, with e and M as in the module docstring."""
+        """log p_t(x) = log N(x; α_t μ, Σ_t) per sample (N,) and the noise prediction (what ``forward`` returns),
+        for x (N, ...) and times t (N,)."""
         n = x.shape[0]
         flat = x.reshape(n, -1)
         alpha, sigma = self._alpha_sigma(t, flat)
         r = flat - alpha[:, None] * self.mean
-        e = alpha[:, None] ** 2 * self.residual + sigma[:, None] ** 2
-        w = r / e
-        logdet = e.log().sum(1)
-        if self.basis.shape[1]:
-            u, lam = self.basis, alpha[:, None] ** 2 * self.eigenvalues  # (D, k), (N, k)
-            m = torch.diag_embed(1.0 / lam) + u.T @ (u[None] / e[..., None])
-            chol = torch.linalg.cholesky(m)
-            correction = torch.cholesky_solve((w @ u)[..., None], chol)[..., 0]
-            w = w - (correction @ u.T) / e
-            logdet = logdet + lam.log().sum(1) + 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(1)
+        w, logdet = self._woodbury(r, t, with_logdet=True)
         log_p = -0.5 * ((r * w).sum(1) + logdet + self.dim * math.log(2 * math.pi))
         return log_p, (w * sigma[:, None]).reshape(x.shape)
+
+    def _woodbury(self, r: Tensor, t: Tensor, with_logdet: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Σ_t⁻¹ r (module docstring) and, if asked, log det Σ_t by the matrix determinant lemma:
+        Σ log e + Σ log(α_t² λ) + log det M."""
+        alpha, sigma = self._alpha_sigma(t, r)
+        e = alpha[:, None] ** 2 * self.residual + sigma[:, None] ** 2  # (N, D)
+        w = r / e
+        logdet = e.log().sum(1) if with_logdet else None
+        if self.basis.shape[1] == 0:
+            return w, logdet
+        u, lam = self.basis, alpha[:, None] ** 2 * self.eigenvalues  # (D, k), (N, k)
+        m = torch.diag_embed(1.0 / lam) + u.T @ (u[None] / e[..., None])
+        correction = torch.linalg.solve(m, (w @ u)[..., None])[..., 0]  # (N, k)
+        if with_logdet:
+            logdet = logdet + lam.log().sum(1) + torch.linalg.slogdet(m)[1]
+        return w - (correction @ u.T) / e, logdet
 
     def _alpha_sigma(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         t = t.to(like) if torch.is_tensor(t) else torch.full((like.shape[0],), float(t)).to(like)
