@@ -179,10 +179,6 @@ class GaussianMixtureScoreModel(nn.Module):
                                    for _ in range(components))
         self.register_buffer("log_weights", torch.full((components,), -math.log(components)))
 
-    @property
-    def sde(self) -> SDE:
-        return self.parts[0].sde
-
     @torch.no_grad()
     def fit(self, samples: Sequence[Tensor]) -> GaussianMixtureScoreModel:
         """Fit component i on ``samples[i]`` (N_i, C, H, W) (model space); weights ∝ N_i."""
