@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from inverse.losses import geocross
 from inverse.operators import Operator
+from inverse.optim import round_optimizer
 from inverse.prior_step import LayerPriors, add_prior_gradients, apply_prior_step, prior_deltas, prior_time
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
@@ -381,15 +382,6 @@ class Projections:
 # Rounds.
 
 
-def adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where PyTorch offers it for these tensors (CPU and CUDA): per step it is the
-    largest cost of the loop outside the networks."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 def trainable(v: Variables, r: int, s: SolverSettings) -> list[Tensor]:
     """The tensors round r optimises: z ('l'), the first noises_lookahead + 2r noise maps ('n'), x ('g')."""
     out = []
@@ -446,8 +438,7 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     params = trainable(v, r, s)  # also all that the prior step moves
     for t in params:
         t.requires_grad_(True)
-    optimizer = (adam(params, s.lr[r]) if s.optimizer == "adam" else torch.optim.SGD(params, lr=s.lr[r])) \
-        if params else None
+    optimizer = round_optimizer(params, s.optimizer, s.lr[r])
     projections = Projections.start(v, r, s, params)
     frozen = [t.detach().clone() for t in params]  # where failed rows stay
     weight = prior_row_weights(problem, s)
@@ -455,6 +446,10 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     row_losses: list[Tensor] = []
     row_psnrs: list[Tensor] = []
     start = time.perf_counter()
+    # Whether any row has failed, kept as a Python bool. NaN/Inf checks take the sum over all rows first: a
+    # finite sum means every row is finite, and only a non-finite one (a NaN/Inf, or an overflow, which the row
+    # check then clears) pays for the check row by row.
+    any_failed = bool(failed.any())
     bar = tqdm(range(s.steps[r]), desc=f"round {r} (layer {v.layer})", disable=not progress, leave=False)
     for step in bar:
         image = render(problem, v)
@@ -463,11 +458,17 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         if weight is not None:
             dz, dx = (None if d is None else d * weight.reshape(-1, *[1] * (d.dim() - 1)) for d in (dz, dx))
 
-        failed |= ~torch.isfinite(loss.detach())
-        # Failed rows get no gradient (and no NaN in the sum); with none failed the fill is the identity.
-        total = (loss.masked_fill(failed, 0.0) if bool(failed.any()) else loss).sum()
+        # Failed rows get no gradient (and no NaN in the sum).
+        total = (loss.masked_fill(failed, 0.0) if any_failed else loss).sum()
+        total_value = float(total.detach())
+        if not math.isfinite(total_value):
+            failed |= ~torch.isfinite(loss.detach())
+            any_failed = bool(failed.any())
+            if any_failed:
+                total = loss.masked_fill(failed, 0.0).sum()
+                total_value = float(total.detach())
         if optimizer is not None:
-            if s.lr_schedule[r] != "constant":  # a constant rate stays as adam() set it
+            if s.lr_schedule[r] != "constant":  # a constant rate stays as the optimiser was built with
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, s.steps[r], s.lr[r], s.lr_schedule[r])
             for t in params:  # optimizer.zero_grad(set_to_none=True) without its per-call bookkeeping (0.1 ms)
@@ -480,15 +481,20 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
         projections.apply(v)
 
         with torch.no_grad():
-            if params:  # one sum per row over all tensors: non-finite iff the row holds a NaN/Inf
-                failed |= ~torch.isfinite(torch.cat([t.flatten(1) for t in params], 1).sum(1))
-            if bool(failed.any()):
+            if params:  # one sum per row over all tensors: non-finite iff the row holds a NaN/Inf (or overflows)
+                rows = torch.cat([t.flatten(1) for t in params], 1).sum(1)
+                if not math.isfinite(float(rows.sum())):
+                    failed |= ~torch.isfinite(rows)
+                    any_failed = bool(failed.any())
+            if any_failed:
                 for t, saved in zip(params, frozen):
                     t[failed] = saved[failed]
-        losses.append(float(total.detach()) if not bool(failed.all()) else float("nan"))
-        row_losses.append(loss.detach().masked_fill(failed, float("nan")))
+        all_failed = any_failed and bool(failed.all())
+        losses.append(total_value if not all_failed else float("nan"))
+        row_losses.append(loss.detach().masked_fill(failed, float("nan")) if any_failed else loss.detach())
         if problem.reference is not None:
-            row_psnrs.append(row_psnr(image, problem.reference).masked_fill(failed, float("nan")))
+            psnr = row_psnr(image, problem.reference)
+            row_psnrs.append(psnr.masked_fill(failed, float("nan")) if any_failed else psnr)
         if progress:
             post = {"loss": f"{losses[-1]:.4g}"}
             if row_psnrs:

@@ -289,6 +289,35 @@ def test_a_nan_measurement_fails_one_image_and_the_others_finish(tiny):
     assert torch.allclose(bad.final[0], good.final[0], atol=1e-5)
 
 
+def test_a_nan_prior_step_fails_its_row_through_the_variable_guard(tiny):
+    """A NaN that enters the variables after the loss (here the prior's Δ of row 1, from round 1's fourth step on: step index 3)
+    is caught by the guard on the variables: that row is frozen at its round start and marked failed, the others
+    finish as they would alone."""
+    G, proxy = tiny
+    ref = references(G, proxy, 2)
+    p = problem(G, proxy, {"operator_type": "downsampler", "factor": 2}, ref)
+    prior = random_prior(1, (32, 4, 4))
+    calls = {"n": 0}
+    clean_score = prior.variable_score
+
+    def poisoned(v, t=None):
+        out = clean_score(v, t)
+        calls["n"] += 1
+        if calls["n"] >= 4 and out.shape[0] == 2:
+            out[1] = float("nan")
+        return out
+
+    prior.variable_score = poisoned
+    s = sgilo_settings(prior_step="score", gen_temperature=[0.0, 0.1])
+    both = solve(p, s, LayerPriors(layers={1: prior}), seed=5, progress=False)
+    assert both.failed.tolist() == [False, True]
+    assert torch.isfinite(both.final).all()
+    assert torch.isnan(both.logs[1].row_losses[3:, 1]).all() and torch.isfinite(both.logs[1].row_losses[:, 0]).all()
+    alone = solve(replace(p, y=p.y[:1], reference=ref[:1]), s, LayerPriors(layers={1: prior}), seed=5,
+                  progress=False)
+    assert torch.allclose(both.final[0], alone.final[0], atol=1e-5)  # (batch sizes round differently)
+
+
 def test_learning_rate_schedules():
     assert learning_rate(7, 100, 0.05, "constant") == 0.05
     ramp = [learning_rate(i, 100, 0.1, "cosine") for i in range(100)]
