@@ -290,9 +290,9 @@ def test_a_nan_measurement_fails_one_image_and_the_others_finish(tiny):
 
 
 def test_a_nan_prior_step_fails_its_row_through_the_variable_guard(tiny):
-    """A NaN that enters the variables after the loss (here the prior's Δ of row 1, from round 1's fourth step on: step index 3)
-    is caught by the guard on the variables: that row is frozen at its round start and marked failed, the others
-    finish as they would alone."""
+    """A NaN that enters the variables after the loss (here the prior's Δ of row 1, from step 3 of round 1 on) is
+    caught at that step by the guard on the variables: the row is frozen at its round start and marked failed,
+    the others finish as they would alone."""
     G, proxy = tiny
     ref = references(G, proxy, 2)
     p = problem(G, proxy, {"operator_type": "downsampler", "factor": 2}, ref)
