@@ -210,7 +210,10 @@ def test_interrupt_keeps_finished_images(tmp_path):
     # loaded machine too.
     proc = subprocess.Popen(command("method=ilo", "steps=[100,100,100]", "num_images=8", "batch_size=1",
                                     f"hydra.run.dir={out}"), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # A shell's background job inherits SIGINT ignored, and Python keeps it so: give
+                            # the child the default disposition, so that this test also runs under `cmd &`.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 90
     while time.time() < deadline and not (out / "metrics.json").exists():
         time.sleep(0.2)
