@@ -60,13 +60,14 @@ class GaussianScoreModel(nn.Module):
 
     def precision_times(self, r: Tensor, t: Tensor) -> Tensor:
         """Σ_t⁻¹ r for r (N, D) and times t (N,)."""
-        return self._woodbury(r, t)[0]
+        alpha, sigma = self._alpha_sigma(t, r)
+        return self._woodbury(r, alpha, sigma)[0]
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         n = x.shape[0]
         flat = x.reshape(n, -1)
         alpha, sigma = self._alpha_sigma(t, flat)
-        out = self.precision_times(flat - alpha[:, None] * self.mean, t) * sigma[:, None]
+        out = self._woodbury(flat - alpha[:, None] * self.mean, alpha, sigma)[0] * sigma[:, None]
         return out.reshape(x.shape)
 
     def marginal_log_density(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,14 +77,14 @@ class GaussianScoreModel(nn.Module):
         flat = x.reshape(n, -1)
         alpha, sigma = self._alpha_sigma(t, flat)
         r = flat - alpha[:, None] * self.mean
-        w, logdet = self._woodbury(r, t, with_logdet=True)
+        w, logdet = self._woodbury(r, alpha, sigma, with_logdet=True)
         log_p = -0.5 * ((r * w).sum(1) + logdet + self.dim * math.log(2 * math.pi))
         return log_p, (w * sigma[:, None]).reshape(x.shape)
 
-    def _woodbury(self, r: Tensor, t: Tensor, with_logdet: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Σ_t⁻¹ r (module docstring) and, if asked, log det Σ_t by the matrix determinant lemma:
-        Σ log e + Σ log(α_t² λ) + log det M."""
-        alpha, sigma = self._alpha_sigma(t, r)
+    def _woodbury(self, r: Tensor, alpha: Tensor, sigma: Tensor,
+                  with_logdet: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Σ_t⁻¹ r (module docstring) for α_t, σ_t (N,) of :meth:`_alpha_sigma` and, if asked, log det Σ_t by the
+        matrix determinant lemma: Σ log e + Σ log(α_t² λ) + log det M."""
         e = alpha[:, None] ** 2 * self.residual + sigma[:, None] ** 2  # (N, D)
         w = r / e
         logdet = e.log().sum(1) if with_logdet else None
