@@ -103,6 +103,13 @@ class Rounds(Method):
                 log.warning("radius_per_generator has no entry for generator %r: no l1 ball (set radius=[...])",
                             cfg.generator.name)
             flat["radius"] = per_generator.get(cfg.generator.name)
+            # ... and, where validation preferred another ball for a task, scaled per task (ILO on the demo).
+            scale = ((flat.get("radius_task_scale") or {}).get(cfg.generator.name) or {}).get(cfg.task.name)
+            if scale is not None and flat["radius"] is not None:
+                if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+                    raise UserError(f"radius_task_scale.{cfg.generator.name}.{cfg.task.name} must be a number > 0, "
+                                    f"got {scale!r}")
+                flat["radius"] = [None if r is None else r * scale for r in flat["radius"]]
         try:
             settings = SolverSettings.build(flat)
         except SettingsError as exc:

@@ -246,11 +246,23 @@ def test_ilo_radius_is_chosen_per_generator():
     from hydra import compose, initialize_config_dir
 
     from inverse.methods import Rounds
+    from utils import UserError
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        for generator, expected in [("demo", [100, 100, 400, 1600]), ("ffhq", [1000, 1000, 6000, 6000])]:
-            cfg = compose("solve_inverse", overrides=["method=ilo", f"generator={generator}"])
-            assert Rounds.from_config(cfg).settings.radius == expected[:3]  # one per round (3 rounds)
+        for generator, expected in [("demo", [50, 50, 200]), ("ffhq", [1000, 1000, 6000])]:
+            cfg = compose("solve_inverse", overrides=["method=ilo", f"generator={generator}"])  # task: inpainting
+            assert Rounds.from_config(cfg).settings.radius == expected  # one per round (3 rounds)
+        for task, expected in [("super_resolution", [50, 50, 200]), ("colorization", [50, 50, 200]),
+                               ("compressed_sensing", [100, 100, 400]), ("denoising", [100, 100, 400])]:
+            cfg = compose("solve_inverse", overrides=["method=ilo", f"task={task}"])  # the demo's per-task factor
+            assert Rounds.from_config(cfg).settings.radius == expected
+        cfg = compose("solve_inverse", overrides=["method=ilo", "generator=ffhq", "task=super_resolution"])
+        assert Rounds.from_config(cfg).settings.radius == [1000, 1000, 6000]  # the published radii are not scaled
+        cfg = compose("solve_inverse", overrides=["method=sgilo_grad", "task=super_resolution"])
+        assert Rounds.from_config(cfg).settings.radius == [100, 100, 400]  # SGILO keeps its ball (a halved one lost)
+        cfg = compose("solve_inverse", overrides=["method=ilo", "radius_task_scale.demo.inpainting=-1"])
+        with pytest.raises(UserError, match="radius_task_scale.demo.inpainting must be a number > 0"):
+            Rounds.from_config(cfg)
         cfg = compose("solve_inverse", overrides=["method=ilo", "radius=[0,5,6,7]"])  # an explicit radius wins
         assert Rounds.from_config(cfg).settings.radius == [0, 5, 6]
         cfg = compose("solve_inverse", overrides=["method=sgilo"])  # published SGILO: no ball

@@ -6,7 +6,7 @@ IN="input_source=generator num_images=16 seed=777"
 R0="latent_init=zeros project_latent=false project_noises=false"
 cat > /tmp/cal/jobs.txt <<J
 csgm500|method=csgm steps=[500]
-ilo_r0|method=ilo steps=[300,100,100] $R0
+ilo_r0|method=ilo steps=[300,100,100] $R0 radius=[100,100,400,1600]
 gauss_t01_r0|method=sgilo_gauss steps=[300,100,100] $R0
 gauss_t1_r0|method=sgilo_gauss steps=[300,100,100] $R0 gen_temperature=[0,1,1,1] latent_temperature=1
 gauss_t3_r0|method=sgilo_gauss steps=[300,100,100] $R0 gen_temperature=[0,3,3,3] latent_temperature=3
