@@ -27,18 +27,10 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders import MinMaxNormalizer  # noqa: E402
-from inverse.ilo import (  # noqa: E402
-    ImageRng,
-    LayerPriors,
-    Problem,
-    SolverSettings,
-    advance_layer,
-    init_variables,
-    render,
-    run_round,
-)
+from inverse.ilo import ImageRng, LayerPriors, Problem, advance_layer, init_variables, render, run_round  # noqa: E402
 from inverse.losses import geocross  # noqa: E402
 from inverse.operators import build_operator  # noqa: E402
+from inverse.settings import SolverSettings  # noqa: E402
 from score.prior import ScorePrior, parse_prior_spec  # noqa: E402
 from stylegan.build import build_generator, layer_sample_shape  # noqa: E402
 from utils import ROOT, resolve_device, resolve_path  # noqa: E402

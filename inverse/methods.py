@@ -29,20 +29,11 @@ import torch
 from omegaconf import DictConfig
 
 from inverse.brgm import BrgmSettings, WStats, solve_brgm
-from inverse.ilo import (
-    ImageRng,
-    LayerPriors,
-    Problem,
-    RoundLog,
-    SettingsError,
-    Solution,
-    SolverSettings,
-    advance_layer,
-    solve,
-)
+from inverse.ilo import ImageRng, LayerPriors, Problem, RoundLog, Solution, advance_layer, solve
 from inverse.inputs import positive_int
 from inverse.landscape import LandscapeFormatError, LandscapeMap, LandscapeProxy, load_theta
 from inverse.posterior import SPACINGS, LatentDiffusion, annealed_langevin, dps, resample
+from inverse.settings import SettingsError, SolverSettings
 from score.prior import ScorePrior
 from utils import UserError, resolve_path, to_plain
 

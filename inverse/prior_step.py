@@ -21,7 +21,8 @@ from torch import Tensor
 from score.prior import ScorePrior
 
 if TYPE_CHECKING:  # the round loop's types; inverse.ilo imports this module
-    from inverse.ilo import ImageRng, SolverSettings, Variables
+    from inverse.ilo import ImageRng, Variables
+    from inverse.settings import SolverSettings
 
 
 @dataclass

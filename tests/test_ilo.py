@@ -14,11 +14,8 @@ from inverse.ilo import (
     LayerPriors,
     Problem,
     Projections,
-    SettingsError,
-    SolverSettings,
     advance_layer,
     init_variables,
-    learning_rate,
     objective,
     project_l1_ball,
     render,
@@ -30,6 +27,7 @@ from inverse.ilo import (
 from inverse.losses import geocross
 from inverse.operators import build_operator
 from inverse.prior_step import prior_time
+from inverse.settings import SettingsError, SolverSettings, learning_rate
 from score.prior import ScorePrior, parse_prior_spec
 from stylegan.build import build_generator
 

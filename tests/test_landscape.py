@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inverse.ilo import Problem, SolverSettings, solve
+from inverse.ilo import Problem, solve
 from inverse.landscape import (
     LandscapeFormatError,
     LandscapeMap,
@@ -26,6 +26,7 @@ from inverse.landscape import (
 )
 from inverse.methods import Landscape
 from inverse.operators import build_operator
+from inverse.settings import SolverSettings
 from stylegan.build import build_generator
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -138,7 +138,8 @@ def test_sgilo_score_step_at_matched_temperature_is_langevin(problem, noise_temp
     its noise term (the negative control) it must not."""
     from types import SimpleNamespace
 
-    from inverse.ilo import ImageRng, LayerPriors, Problem, SolverSettings, Variables, run_round
+    from inverse.ilo import ImageRng, LayerPriors, Problem, Variables, run_round
+    from inverse.settings import SolverSettings
 
     ld, _, y, w, model = problem
     t_hot = 1e-3
