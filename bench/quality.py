@@ -10,19 +10,21 @@ Two image sets, ``--images`` each:
   or style), drawn with ``--heldout-seed``, copied to ``<out>/heldout/`` and read back as a folder, like a user's
   images.
 
-Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` methods sgilo_grad, brgm and
+Every task (``configs/task``) x {naive, csgm, ilo, sgilo, and the ``--extra`` methods sgilo_published, brgm and
 landscape} runs ``solve_inverse.py`` once per method and set, with the same seed, so all methods see the same
-measurements. Step budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``, ILO and both SGILOs
-three rounds of ``--steps``; the posterior samplers (``--extra langevin,dps,resample``) a CSGM start of
-``--steps`` and about ``2 x --steps`` decoder evaluations, with the settings chosen on validation
+measurements. ``sgilo`` is ``method=sgilo`` as a user gets it: on the demo, the settings calibrated on its
+validation split (configs/calibrated/sgilo_demo.yaml); ``sgilo_published`` is ``method=sgilo ~calibrated``, the
+published settings and prior step. Step budgets are equal: CSGM, BRGM and CSGM + θ one round of ``3 x --steps``,
+ILO and both SGILOs three rounds of ``--steps``; the posterior samplers (``--extra langevin,dps,resample``) a
+CSGM start of ``--steps`` and about ``2 x --steps`` decoder evaluations, with the settings chosen on validation
 (``SAMPLER_SETTINGS``); their pixel-space versions (``--extra langevin_pixel,dps_pixel,resample_pixel``: the
 prior on pixels, no generator) about ``3 x --steps`` prior evaluations. (method=landscape needs a θ trained for
 the generator: checkpoints/demo/landscape.pt for the demo.)
 The held-out centre box also gets the fill's realism (SWD of the fill's patches to real patches) for every method
 and, with ``--chains K``, K draws of each sampler, scored by how well their spread ranks the error.
 Sweeps over the number of measurements (sparse inpainting: observed fraction; compressed sensing: m / n) run on
-both sets. Two ablations on the held-out set say what SGILO's prior adds: SGILO with its prior step off, and SGILO
-with ILO's l1 ball.
+both sets. An ablation on the held-out set says what SGILO's prior adds: SGILO with the prior's weight 0 and
+everything else the same.
 
 Writes ``samples.png`` (the generator's samples), ``results.md`` (tables and whether SGILO >= ILO >= CSGM
 holds), ``results.json``, per-task grids
@@ -53,10 +55,10 @@ sys.path.insert(0, str(ROOT))
 from utils import load_image, make_grid, save_image  # noqa: E402
 
 CLAIM = ("csgm", "ilo", "sgilo")  # the paper's claim: SGILO >= ILO >= CSGM
-EXTRA = ("sgilo_grad", "brgm", "landscape", "langevin", "dps", "resample",  # the harness' other methods (--extra)
+EXTRA = ("sgilo_published", "brgm", "landscape", "langevin", "dps", "resample",  # the harness' other methods (--extra)
          "langevin_pixel", "dps_pixel", "resample_pixel")
-DEFAULT_EXTRA = ("sgilo_grad", "brgm", "landscape")
-LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "sgilo_grad": "SGILO (grad)",
+DEFAULT_EXTRA = ("sgilo_published", "brgm", "landscape")
+LABELS = {"naive": "naive", "csgm": "CSGM", "ilo": "ILO", "sgilo": "SGILO", "sgilo_published": "SGILO (published)",
           "brgm": "BRGM", "landscape": "CSGM + θ",
           "langevin": "Langevin (layer 2)", "dps": "DPS (layer 2)", "resample": "ReSample (layer 2)",
           "langevin_pixel": "Langevin (pixels)", "dps_pixel": "DPS (pixels)", "resample_pixel": "ReSample (pixels)"}
@@ -76,8 +78,9 @@ SWEEPS = {  # name -> (x label, values, overrides for a value)
 }
 METRICS = ("psnr", "ssim", "lpips", "seconds")
 # Methods whose K draws differ by design (Langevin noise, reverse-SDE noise): the posterior-spread runs. The MAP
-# methods' chains differ only by their starting point, or not at all (round 0 from zeros, no noise).
-CHAIN_METHODS = ("sgilo", "langevin", "dps", "resample", "langevin_pixel", "dps_pixel", "resample_pixel")
+# methods' chains differ only by their starting point, or not at all (round 0 from zeros, no noise): so does the
+# demo's calibrated SGILO, a MAP estimate; its published settings keep the Langevin noise.
+CHAIN_METHODS = ("sgilo_published", "langevin", "dps", "resample", "langevin_pixel", "dps_pixel", "resample_pixel")
 SAMPLER_SETTINGS = {  # chosen on validation (bench/results/samplers_val/table.md); the YAMLs keep the papers' values
     "langevin": ["langevin.spacing=geometric", "langevin.t_start=0.01", "langevin.step_size=1e-6"],
     "dps": ["dps.spacing=geometric", "dps.t_start=0.01", "dps.zeta=0.01"],
@@ -86,12 +89,9 @@ SAMPLER_SETTINGS = {  # chosen on validation (bench/results/samplers_val/table.m
     "langevin_pixel": ["langevin.spacing=geometric"], "dps_pixel": [],
     "resample_pixel": ["resample.spacing=geometric", "resample.gamma_scale=1e5"],
 }
-# What SGILO's prior adds, on the held-out set: SGILO with the prior step switched off (Langevin noise kept), and
-# SGILO with ILO's l1 ball added (the generator's `radius_per_generator` entry of configs/method/ilo.yaml).
-ABLATIONS = {
-    "sgilo_no_prior": ["latent_temperature=0", "gen_temperature=0"],
-    "sgilo_with_ball": "ilo_radius",
-}
+# What SGILO's prior adds, on the held-out set: SGILO with the prior's weight 0, everything else (optimiser, ball,
+# Langevin noise where there is any) the same.
+ABLATIONS = {"sgilo_no_prior": ["latent_temperature=0", "gen_temperature=0"]}
 
 
 def method_overrides(method: str, steps: int) -> list[str]:
@@ -119,9 +119,9 @@ def method_overrides(method: str, steps: int) -> list[str]:
         return ["method=resample", f"init_steps={steps}", f"resample.steps={steps}",
                 f"resample.every={max(1, steps // 10)}", f"resample.opt_steps={max(1, steps // 5)}",
                 *SAMPLER_SETTINGS["resample"]]
-    if method in ("ilo", "sgilo_grad"):
-        return [f"method={method}", f"steps=[{steps},{steps},{steps}]"]
-    return ["method=sgilo", f"steps=[{steps},{steps},{steps}]"]
+    if method == "sgilo_published":  # without configs/calibrated/sgilo_<generator>.yaml: the published settings
+        return ["method=sgilo", "~calibrated", f"steps=[{steps},{steps},{steps}]"]
+    return [f"method={method}", f"steps=[{steps},{steps},{steps}]"]  # ilo, sgilo
 
 
 def write_heldout(folder: Path, count: int, seed: int, source: Path = ROOT / "images" / "held_out") -> Path:
@@ -360,12 +360,9 @@ def main() -> None:
             line_chart(out / f"sweep_{key}.png", f"{sweep} ({set_name})".replace("_", " "), xlabel, values, table)
 
     if not args.no_ablations:
-        radius = OmegaConf.load(ROOT / "configs" / "method" / "ilo.yaml").radius_per_generator.get(args.generator)
         for task, task_overrides in TASKS.items():
             row = {}
             for name, extra in ABLATIONS.items():
-                if extra == "ilo_radius":
-                    extra = [f"radius=[{','.join(str(r) for r in radius)}]"] if radius is not None else []
                 data = solve(out / "runs" / f"held_out_{task}_{name}", common + sets["held_out"] + task_overrides
                              + method_overrides("sgilo", args.steps) + extra, n, args.threads)
                 row[name] = summarise(data)
@@ -395,7 +392,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {task.replace('_', ' ')} | {cell(s['csgm'], 'naive_')} | "
                          + " | ".join(cell(s[m]) for m in methods) + f" | {claim(s)} | {secs} |")
         lines.append("")
-        pairs = [("sgilo", "ilo"), ("ilo", "csgm")] + [(m, "ilo" if m == "sgilo_grad" else "csgm") for m in methods
+        pairs = [("sgilo", "ilo"), ("ilo", "csgm")] + [(m, "ilo" if m == "sgilo_published" else "csgm") for m in methods
                                                       if m not in CLAIM]
         lines += [f"Paired PSNR differences ({set_name.replace('_', '-')}; mean over the images ± standard error, dB; "
                   "within about two standard errors of 0 is a tie):", "",
@@ -428,12 +425,12 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {x:g} | " + " | ".join(f"{data['psnr'][k][i]:.2f}" for k in data["psnr"]) + " |")
         lines.append("")
     if results.get("ablations"):
-        lines += ["**What the prior adds** (held-out, PSNR dB / SSIM): SGILO without its prior step (Langevin noise "
-                  "kept), SGILO, SGILO with ILO's l1 ball, and ILO", "",
-                  "| task | SGILO, no prior | SGILO | SGILO + ball | ILO |", "|---|---|---|---|---|"]
+        lines += ["**What the prior adds** (held-out, PSNR dB / SSIM): SGILO with the prior's weight 0 (everything "
+                  "else the same), SGILO, and ILO", "",
+                  "| task | SGILO, no prior | SGILO | ILO |", "|---|---|---|---|"]
         for task, row in results["ablations"].items():
             lines.append(f"| {task.replace('_', ' ')} | " + " | ".join(
-                cell(row[k]) for k in ("sgilo_no_prior", "sgilo", "sgilo_with_ball", "ilo")) + " |")
+                cell(row[k]) for k in ("sgilo_no_prior", "sgilo", "ilo")) + " |")
         lines.append("")
     return "\n".join(lines)
 

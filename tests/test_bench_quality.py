@@ -14,26 +14,27 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_quality_bench_writes_tables_and_figures(tmp_path):
     cmd = [sys.executable, "bench/quality.py", "--generator", "tiny", "--images", "1", "--steps", "1", "--out",
-           str(tmp_path), "--extra", "brgm"]  # (no landscape network is trained for the tiny generator)
+           str(tmp_path), "--extra", "brgm,sgilo_published"]  # (no landscape network for the tiny generator)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["tasks"]) == {"in_range", "held_out"}
     for tasks in results["tasks"].values():
-        assert len(tasks) == 5 and all(set(s) == {"csgm", "ilo", "sgilo", "brgm"} for s in tasks.values())
+        methods = {"csgm", "ilo", "sgilo", "sgilo_published", "brgm"}
+        assert len(tasks) == 5 and all(set(s) == methods for s in tasks.values())
         assert all(s["csgm"]["naive_psnr"] is not None for s in tasks.values())
     sweeps = {f"{task}_{s}" for task in ("sparse_inpainting", "compressed_sensing") for s in ("in_range", "held_out")}
     assert set(results["sweeps"]) == sweeps
     md = (tmp_path / "results.md").read_text()
     assert "| inpainting |" in md and "SGILO ≥ ILO ≥ CSGM" in md
-    assert set(results["fill_swd"]) == {"reference", "naive", "csgm", "ilo", "sgilo", "brgm"}
+    assert set(results["fill_swd"]) == {"reference", "naive", "csgm", "ilo", "sgilo", "sgilo_published", "brgm"}
     assert all(v > 0 for v in results["fill_swd"].values()) and "Realism of the fill" in md
-    assert set(results["std_error"]) == {"sgilo"}  # 4 chains of each sampler (the MAP methods have no spread)
+    assert set(results["std_error"]) == {"sgilo_published"}  # 4 chains of each sampler (MAP methods: no spread)
     assert all(-1 <= r["rho"] <= 1 for r in results["std_error"].values() if r["rho"] is not None)
     for name in ["samples.png", "recon_held_out_denoising.png", "sweep_compressed_sensing_held_out.png"]:
         assert (tmp_path / name).stat().st_size > 0, name
     again = subprocess.run(cmd + ["--no-sweeps"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("s/image") == 40  # every run reused, none solved again
+    assert again.returncode == 0 and again.stdout.count("s/image") == 50  # every run reused, none solved again
     assert "What the prior adds" in md and len(results["ablations"]) == 5
 
 

@@ -55,7 +55,9 @@ def test_readme_commands_run_on_the_demo(tmp_path):
     solve = tmp_path / "solve"
     proc = run("solve_inverse.py", "steps=[5,5,5]", "max_images=2", "batch_size=2", "progress=false",
                f"hydra.run.dir={solve}")
-    assert "sgilo_grad / inpainting / demo" in proc.stdout  # the demo is the SGILO calibrated on validation
+    assert "sgilo / inpainting / demo" in proc.stdout
+    saved = OmegaConf.load(solve / ".hydra" / "config.yaml")  # the demo is the SGILO calibrated on validation
+    assert saved.prior_step == "grad" and saved.priors.demo.gen_configs[1] == "demo_inv_gauss_layer1"
     assert len(json.loads((solve / "metrics.json").read_text())["images"]) == 2
     assert "no trained layer" not in proc.stderr  # every round found its committed prior
     run("eval_score_based.py", "sample_batch_size=2", "progress=false", f"hydra.run.dir={tmp_path / 'eval'}")

@@ -265,8 +265,40 @@ def test_ilo_radius_is_chosen_per_generator():
             Rounds.from_config(cfg)
         cfg = compose("solve_inverse", overrides=["method=ilo", "radius=[0,5,6,7]"])  # an explicit radius wins
         assert Rounds.from_config(cfg).settings.radius == [0, 5, 6]
-        cfg = compose("solve_inverse", overrides=["method=sgilo"])  # published SGILO: no ball
+        cfg = compose("solve_inverse", overrides=["method=sgilo", "~calibrated"])  # published SGILO: no ball
         assert Rounds.from_config(cfg).settings.radius == [None] * 3
+
+
+def test_calibrated_settings_apply_per_method_and_generator():
+    """configs/calibrated/<method>_<generator>.yaml: on the demo, method=sgilo is sgilo_grad's calibration and
+    csgm / ilo / sgilo share the 300-step budget; other generators keep the published settings; ~calibrated and
+    the command line win."""
+    from dataclasses import asdict
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from inverse.methods import Rounds
+
+    def settings(*overrides: str) -> tuple[dict, dict]:
+        cfg = compose("solve_inverse", overrides=list(overrides))
+        return asdict(Rounds.from_config(cfg).settings), OmegaConf.to_container(cfg.priors)
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        assert compose("solve_inverse").method.name == "sgilo"  # the no-argument demo
+        assert settings() == settings("method=sgilo") == settings("method=sgilo_grad")
+        published, _ = settings("method=sgilo", "~calibrated")
+        assert published["prior_step"] == "pc" and published["steps"] == [300, 300, 300]
+        assert settings("method=sgilo", "~calibrated") != settings("method=sgilo")
+        ffhq, ffhq_priors = settings("method=sgilo", "generator=ffhq")
+        assert ffhq["prior_step"] == "pc" and ffhq["steps"] == [300, 300, 300] and ffhq["radius"] == [None] * 3
+        assert ffhq_priors["ffhq"]["gen_configs"] == [None, "layer1", "layer2", "syn_layer3"]
+        for method, demo, other in [("csgm", [300], [1200]), ("ilo", [100] * 3, [300] * 3)]:
+            assert settings(f"method={method}")[0]["steps"] == demo
+            assert settings(f"method={method}", "generator=ffhq")[0]["steps"] == other
+            assert settings(f"method={method}", "~calibrated")[0]["steps"] == other
+        assert settings("method=sgilo", "steps=[7,7]", "lr=0.3")[0]["steps"] == [7, 7]  # the command line wins
+        assert settings("method=sgilo", "lr=0.3")[0]["lr"] == [0.3] * 3
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ ilo_r0|method=ilo steps=[300,100,100] $R0 radius=[100,100,400,1600]
 gauss_t01_r0|method=sgilo_gauss steps=[300,100,100] $R0
 gauss_t1_r0|method=sgilo_gauss steps=[300,100,100] $R0 gen_temperature=[0,1,1,1] latent_temperature=1
 gauss_t3_r0|method=sgilo_gauss steps=[300,100,100] $R0 gen_temperature=[0,3,3,3] latent_temperature=3
-gvit_t1_r0|method=sgilo steps=[300,100,100] $R0 gen_temperature=[0,1,1,1] latent_temperature=1
+gvit_t1_r0|method=sgilo ~calibrated steps=[300,100,100] $R0 gen_temperature=[0,1,1,1] latent_temperature=1
 J
 cat /tmp/cal/jobs.txt | xargs -P 2 -I{} bash -c 'j="{}"; name="${j%%|*}"; args="${j#*|}"; [ -f /tmp/cal/$name/metrics.json ] || python solve_inverse.py $args '"$T $IN"' batch_size=16 progress=false num_threads=1 tensorboard=false hydra.run.dir=/tmp/cal/$name > /tmp/cal/$name.log 2>&1'
 for d in /tmp/cal/*/; do n=$(basename $d); python -c "

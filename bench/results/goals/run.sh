@@ -15,6 +15,7 @@ for set in in_range held_out; do
     if [ $task = sparse10 ]; then T="task=inpainting operators.mask=random_pixels operators.observed_fraction=0.1"; else T="task=super_resolution operators.factor=4"; fi
     for m in ${METHODS:-csgm ilo sgilo sgilo_gauss}; do
       if [ $m = csgm ]; then S="steps=[300]"; else S="steps=[100,100,100]"; fi
+      [ $m = sgilo ] && S="$S ~calibrated"   # the published settings, as method=sgilo had when this ran
       jobs+=("$set $task $m|$IN $T method=$m $S")
     done
   done
