@@ -250,7 +250,7 @@ def line_chart(path: Path, title: str, xlabel: str, xs: list[float], series: dic
     draw.text((left, h - 22), xlabel, fill="black")
     draw.text((left, 12), f"{title}: PSNR (dB)", fill="black")
     colours = {"naive": (128, 128, 128), "csgm": (31, 119, 180), "ilo": (44, 160, 44), "sgilo": (214, 39, 40),
-               "sgilo_grad": (140, 86, 75), "brgm": (148, 103, 189), "landscape": (255, 127, 14)}
+               "sgilo_published": (140, 86, 75), "brgm": (148, 103, 189), "landscape": (255, 127, 14)}
     for j, (name, vs) in enumerate(series.items()):
         points = [(px(i), py(v)) for i, v in enumerate(vs) if v is not None]
         draw.line(points, fill=colours[name], width=3)
