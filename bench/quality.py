@@ -198,11 +198,16 @@ def recon_grid(runs: dict[str, Path], names: list[str], path: Path) -> None:
     save_image(up, path, overwrite=True)
 
 
-def fill_realism(runs: dict[str, Path], names: list[str], pool_dir: Path, exclude: set[str],
-                 resolution: int) -> dict[str, float]:
+def fill_realism(runs: dict[str, Path], names: list[str], pool_dir: Path, exclude: set[str], resolution: int,
+                 pairs: list[tuple[str, str]], resamples: int = 50) -> dict[str, dict]:
     """Centre-box inpainting on the held-out set: SWD of each method's fill patches to real patches at the same
     places (``inverse.fill_metrics.fill_swd``) from the held-out images not being solved; 'reference' (the true
-    content) is the floor, 'naive' the measurement's own fill. Lower is more realistic."""
+    content) is the floor, 'naive' the measurement's own fill. Lower is more realistic.
+
+    Returns ``swd`` (per method), ``spread`` (the standard deviation over ``resamples`` bootstrap draws of the
+    images, with replacement; each draw also redraws the SWD's directions and real patches) and ``paired`` (for
+    each (a, b) of ``pairs``: the difference a − b and the standard deviation of its bootstrap values, the same
+    draws for both methods)."""
     from inverse.fill_metrics import fill_swd
     from inverse.operators import build_operator
 
@@ -212,8 +217,14 @@ def fill_realism(runs: dict[str, Path], names: list[str], pool_dir: Path, exclud
     first = next(iter(runs.values())) / "images"
     sets = {k: [first / n / f"{k}.png" for n in names] for k in ("reference", "naive")}
     sets.update({m: [d / "images" / n / "final.png" for n in names] for m, d in runs.items()})
-    return {k: fill_swd(torch.stack([load_image(p, resolution) for p in paths]), mask, pool)
-            for k, paths in sets.items()}
+    fills = {k: torch.stack([load_image(p, resolution) for p in paths]) for k, paths in sets.items()}
+    gen = torch.Generator().manual_seed(0)
+    draws = [torch.randint(0, len(names), (len(names),), generator=gen) for _ in range(resamples)]
+    boot = {k: [fill_swd(x[i], mask, pool, seed=j + 1) for j, i in enumerate(draws)] for k, x in fills.items()}
+    swd = {k: fill_swd(x, mask, pool) for k, x in fills.items()}
+    paired = {f"{a} - {b}": [swd[a] - swd[b], statistics.stdev(x - y for x, y in zip(boot[a], boot[b], strict=True))]
+              for a, b in pairs if a in swd and b in swd}
+    return {"swd": swd, "spread": {k: statistics.stdev(v) for k, v in boot.items()}, "paired": paired}
 
 
 def sample_grid(generator: str, path: Path, rows: int = 4, cols: int = 8, seed: int = 0) -> None:
@@ -327,8 +338,11 @@ def main() -> None:
 
     names = [r["name"] for r in json.loads((out / "runs" / f"held_out_inpainting_{methods[0]}" / "metrics.json")
                                             .read_text())["images"]]
-    results["fill_swd"] = fill_realism({m: out / "runs" / f"held_out_inpainting_{m}" for m in methods}, names,
-                                       ROOT / "images" / "held_out", {f"{n}.png" for n in names}, 32)
+    fill = fill_realism({m: out / "runs" / f"held_out_inpainting_{m}" for m in methods}, names,
+                        ROOT / "images" / "held_out", {f"{n}.png" for n in names}, 32,
+                        [("sgilo", "ilo"), ("ilo", "csgm"), ("sgilo", "csgm"), ("sgilo_published", "ilo")])
+    results["fill_swd"], results["fill_swd_spread"], results["fill_swd_paired"] = (
+        fill["swd"], fill["spread"], fill["paired"])
     print("fill SWD (held-out centre box): " + ", ".join(f"{k} {v:.3f}" for k, v in results["fill_swd"].items()),
           flush=True)
     if args.chains > 1:  # posterior spread against error, on the held-out centre box
@@ -407,7 +421,14 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                   "of the other held-out images at the same places (`inverse/fill_metrics.py`; lower is more real; "
                   "'reference' is the true content, the floor)", "",
                   "| " + " | ".join(LABELS.get(k, k) for k in fills) + " |", "|" + "---|" * len(fills),
-                  "| " + " | ".join(f"{v:.3f}" for v in fills.values()) + " |", ""]
+                  "| " + " | ".join(f"{v:.3f}" for v in fills.values()) + " |"]
+        if results.get("fill_swd_spread"):
+            lines.append("| " + " | ".join(f"± {results['fill_swd_spread'][k]:.3f}" for k in fills) + " |")
+        lines.append("")
+        if results.get("fill_swd_paired"):
+            lines += ["Differences (± the bootstrap standard deviation over images): " + "; ".join(
+                f"{LABELS.get(k.split(' - ')[0])} − {LABELS.get(k.split(' - ')[1])} {d:+.3f} ± {e:.3f}"
+                for k, (d, e) in results["fill_swd_paired"].items()), ""]
     if results.get("std_error"):
         rows = results["std_error"]
         lines += [f"**Posterior spread against error** (held-out centre box, {args.chains} chains): per image, "

@@ -34,11 +34,11 @@ def unobserved_positions(mask: Tensor, patch_size: int) -> Tensor:
 
 
 def _patches(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
-    """(N, C, H, W) and (P, 2) corners -> (N·P, C·p·p) flattened patches, image-major."""
-    cols = F.unfold(images.float(), kernel_size=patch_size)  # (N, C·p·p, L), L over the valid corners
-    width = images.shape[-1] - patch_size + 1
-    index = (positions[:, 0] * width + positions[:, 1]).to(cols.device)
-    return cols[:, :, index].permute(0, 2, 1).reshape(-1, cols.shape[1])
+    """(N, C, H, W) and (P, 2) corners -> (N·P, C·p·p) flattened patches, image-major (each patch flattened in
+    (C, row, col) order, as ``F.unfold`` does). Slices only the P patches, not every corner of the image."""
+    p = patch_size
+    cut = [images[:, :, r : r + p, c : c + p] for r, c in positions.tolist()]
+    return torch.stack(cut, 1).float().reshape(-1, images.shape[1] * p * p)
 
 
 def fill_swd(fills: Tensor, mask: Tensor, pool: Tensor, patch_size: int = 8, num_directions: int = 256,

@@ -29,6 +29,11 @@ def test_quality_bench_writes_tables_and_figures(tmp_path):
     assert "| inpainting |" in md and "SGILO ≥ ILO ≥ CSGM" in md
     assert set(results["fill_swd"]) == {"reference", "naive", "csgm", "ilo", "sgilo", "sgilo_published", "brgm"}
     assert all(v > 0 for v in results["fill_swd"].values()) and "Realism of the fill" in md
+    assert set(results["fill_swd_spread"]) == set(results["fill_swd"])  # bootstrap over the images
+    assert all(v >= 0 for v in results["fill_swd_spread"].values())
+    assert set(results["fill_swd_paired"]) == {"sgilo - ilo", "ilo - csgm", "sgilo - csgm", "sgilo_published - ilo"}
+    d, spread = results["fill_swd_paired"]["sgilo - ilo"]
+    assert abs(d - (results["fill_swd"]["sgilo"] - results["fill_swd"]["ilo"])) < 1e-9 and spread >= 0
     assert set(results["std_error"]) == {"sgilo_published"}  # 4 chains of each sampler (MAP methods: no spread)
     assert all(-1 <= r["rho"] <= 1 for r in results["std_error"].values() if r["rho"] is not None)
     for name in ["samples.png", "recon_held_out_denoising.png", "sweep_compressed_sensing_held_out.png"]:

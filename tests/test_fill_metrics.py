@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from inverse.fill_metrics import fill_swd, std_error_spearman, unobserved_positions
+from inverse.fill_metrics import _patches, fill_swd, std_error_spearman, unobserved_positions
 
 
 def _box_mask(resolution: int = 32, side: int = 16) -> torch.Tensor:
@@ -22,6 +22,17 @@ def _textures(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     low = torch.randn(n, 3, 8, 8, generator=g)
     return torch.tanh(torch.nn.functional.interpolate(low, size=32, mode="bilinear", align_corners=False))
+
+
+def test_patches_are_the_unfold_columns_at_the_positions():
+    # The slices equal F.unfold's columns at those corners (same (C, row, col) flattening, image-major rows).
+    x = _textures(3, seed=4)
+    mask = torch.ones(1, 1, 32, 32)
+    mask[..., 2:20, 9:30] = 0
+    pos = unobserved_positions(mask, 5)
+    cols = torch.nn.functional.unfold(x, kernel_size=5)  # (N, C·25, 28·28)
+    expected = cols[:, :, pos[:, 0] * 28 + pos[:, 1]].permute(0, 2, 1).reshape(-1, 75)
+    assert torch.equal(_patches(x, pos, 5), expected)
 
 
 def test_unobserved_positions_are_the_patches_inside_the_box():
