@@ -99,6 +99,25 @@ def test_resume_continues_from_the_saved_step(trained, tmp_path, run):
             assert torch.allclose(value, b[key][name], atol=1e-5), (key, name)
 
 
+def test_gan_swd_bench_compares_a_generator_and_a_checkpoint_with_floors(trained, data_dirs, tmp_path):
+    paths = dict(d.split("=", 1) for d in data_dirs)
+    files = [str(trained / "generator.pt"), str(trained / "checkpoints" / "step_0000003.pt")]
+    cmd = [sys.executable, "bench/gan_swd.py", *files, "--held-out", paths["data.held_out"], "--train",
+           paths["data.train"], "--samples", "8", "--threads", "1", "--grids", str(tmp_path / "g"),
+           "--out", str(tmp_path / "t.json")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert list(table) == ["floor", *files]
+    assert all(table[k][ref]["swd"] > 0 for k in table for ref in ("held_out", "train"))
+    # The fake-looking 6-step generator is further from the real images than other real images are.
+    assert table[files[0]]["train"]["swd"] > table["floor"]["train"]["swd"]
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["generator.png", "run_step_0000003.png"]
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)  # never overwrites
+    assert again.returncode != 0 and again.stderr.strip().startswith("error: would overwrite")
+    assert "Traceback" not in again.stderr
+
+
 def test_bad_resume_is_one_line_error(tmp_path, run):
     proc = run(*TINY, f"resume={tmp_path / 'missing.pt'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: resume") and "Traceback" not in proc.stderr
