@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data import open_images  # noqa: E402
-from stylegan import load_generator  # noqa: E402
+from stylegan import CheckpointError, load_generator  # noqa: E402
 from stylegan.swd import swd  # noqa: E402
 from stylegan.training import generate  # noqa: E402
 from utils import make_grid, save_image  # noqa: E402
@@ -42,6 +42,14 @@ def _two_draws(images: torch.Tensor, count: int, seed: int = 1) -> tuple[torch.T
         raise SystemExit(f"error: --samples {count} needs {2 * count} training images, there are {len(images)}")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     return images[order[:count]], images[order[count : 2 * count]]
+
+
+def _load(path: Path):
+    """The generator in ``path``, or a one-line error naming the file."""
+    try:
+        return load_generator(path)
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _grid_name(path: Path) -> str:
@@ -77,8 +85,8 @@ def main() -> None:
         raise SystemExit(f"error: would overwrite {', '.join(existing)}; remove them or choose another --out/--grids")
     torch.set_num_threads(args.threads)
 
-    G0 = load_generator(args.files[0])
-    res = G0.img_resolution
+    first = _load(args.files[0])
+    res = first.img_resolution
     try:
         held_out = open_images(args.held_out, res)
         train = open_images(args.train, res)
@@ -99,8 +107,8 @@ def main() -> None:
               flush=True)
 
     line("floor (train images)", floor)
-    for path in args.files:
-        G = load_generator(path)
+    for i, path in enumerate(args.files):
+        G = first if i == 0 else _load(path)
         if G.img_resolution != res:
             raise SystemExit(f"error: {path}: {G.img_resolution} px, but {args.files[0]} is {res} px")
         samples = generate(G, args.samples, args.seed)
