@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="measurement noise and solver seed")
     parser.add_argument("--landscape", default="checkpoints/demo/landscape.pt")
     parser.add_argument("--generator", default="demo")
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ", ".join(TASKS))
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ", ".join(TASKS).replace("%", "%%"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "landscape")
     args = parser.parse_args()

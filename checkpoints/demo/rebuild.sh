@@ -6,7 +6,7 @@
 # the files derived from the old one and run this script from the repository root:
 #
 #     git rm -q checkpoints/demo/{gaussian_fit,gauss_*,prior_*,inv_gauss_*,landscape}.pt checkpoints/mixture/*.pt
-#     bash checkpoints/demo/rebuild.sh            # ~2 h on 2 CPU cores; DRY_RUN=1 prints the commands only
+#     bash checkpoints/demo/rebuild.sh            # 40 min to ~2 h on 2 CPU cores; DRY_RUN=1 prints the commands only
 #
 # The script never overwrites a file: a stage whose output exists is skipped, so after an interruption the same
 # command continues with what is missing. Scratch runs go to outputs/rebuild_demo/ (a stage clears its own run
