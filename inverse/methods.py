@@ -101,6 +101,18 @@ class Rounds(Method):
                     raise UserError(f"radius_task_scale.{cfg.generator.name}.{cfg.task.name} must be a number > 0, "
                                     f"got {scale!r}")
                 flat["radius"] = [None if r is None else r * scale for r in flat["radius"]]
+        # Where validation found the layer priors harmful for a task, their weight T is scaled (0: off) per task.
+        prior_scale = ((flat.get("prior_task_scale") or {}).get(cfg.generator.name) or {}).get(cfg.task.name)
+        if prior_scale is not None:
+            if isinstance(prior_scale, bool) or not isinstance(prior_scale, (int, float)) or not prior_scale >= 0:
+                raise UserError(f"prior_task_scale.{cfg.generator.name}.{cfg.task.name} must be a number >= 0, "
+                                f"got {prior_scale!r}")
+            T = flat.get("gen_temperature")
+            is_num = lambda t: isinstance(t, (int, float)) and not isinstance(t, bool)  # noqa: E731
+            if is_num(T):
+                flat["gen_temperature"] = T * prior_scale
+            elif isinstance(T, list) and all(map(is_num, T)):  # anything else: SolverSettings says what is wrong
+                flat["gen_temperature"] = [t * prior_scale for t in T]
         try:
             settings = SolverSettings.build(flat)
         except SettingsError as exc:

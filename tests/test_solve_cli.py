@@ -269,6 +269,33 @@ def test_ilo_radius_is_chosen_per_generator():
         assert Rounds.from_config(cfg).settings.radius == [None] * 3
 
 
+def test_prior_weight_per_task():
+    """prior_task_scale: on the demo, the calibrated SGILO has no layer prior on SR, CS and colorization (validation
+    found it harmful there) and keeps it elsewhere; other generators, the published settings and ~prior_task_scale
+    are untouched; a bad factor is a one-line error."""
+    from hydra import compose, initialize_config_dir
+
+    from inverse.methods import Rounds
+    from utils import UserError
+
+    def T(*overrides: str) -> list[float]:
+        return Rounds.from_config(compose("solve_inverse", overrides=list(overrides))).settings.gen_temperature
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        for task in ("super_resolution", "compressed_sensing", "colorization"):
+            assert T("method=sgilo", f"task={task}") == [0.0, 0.0, 0.0]
+        for task in ("inpainting", "denoising"):
+            assert T("method=sgilo", f"task={task}") == [0.0, 0.01, 0.01]
+        assert T("method=sgilo", "task=super_resolution", "~prior_task_scale") == [0.0, 0.01, 0.01]
+        assert T("method=sgilo_grad", "generator=ffhq", "task=super_resolution") == [0.0, 0.01, 0.01]
+        assert T("method=sgilo", "~calibrated", "task=super_resolution") == [0.0, 0.1, 0.1]  # published: no key
+        assert T("method=sgilo", "task=colorization", "prior_task_scale.demo.colorization=0.5",
+                 "gen_temperature=[0,0.02,0.02,0.02]") == [0.0, 0.01, 0.01]
+        cfg = compose("solve_inverse", overrides=["method=sgilo", "+prior_task_scale.demo.inpainting=-1"])
+        with pytest.raises(UserError, match="prior_task_scale.demo.inpainting must be a number >= 0"):
+            Rounds.from_config(cfg)
+
+
 def test_calibrated_settings_apply_per_method_and_generator():
     """configs/calibrated/<method>_<generator>.yaml: on the demo, method=sgilo is sgilo_grad's calibration and
     csgm / ilo / sgilo share the 300-step budget; other generators keep the published settings; ~calibrated and
