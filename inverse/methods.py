@@ -68,6 +68,17 @@ class Method:
 # The round loop.
 
 
+def _task_factor(flat: dict[str, Any], cfg: DictConfig, key: str, *, zero_ok: bool) -> float | None:
+    """``flat[key][generator][task]``: a per-task factor a method config holds (chosen on validation), or None."""
+    factor = ((flat.get(key) or {}).get(cfg.generator.name) or {}).get(cfg.task.name)
+    if factor is None:
+        return None
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (factor >= 0 if zero_ok else factor > 0):
+        raise UserError(f"{key}.{cfg.generator.name}.{cfg.task.name} must be a number {'>=' if zero_ok else '>'} 0, "
+                        f"got {factor!r}")
+    return factor
+
+
 @dataclass
 class Rounds(Method):
     """CSGM / ILO / SGILO: the flat published keys (steps, lr, vars, temperatures, ...) of the method config."""
@@ -95,28 +106,17 @@ class Rounds(Method):
                             cfg.generator.name)
             flat["radius"] = per_generator.get(cfg.generator.name)
             # ... and, where validation preferred another ball for a task, scaled per task (ILO on the demo).
-            scale = ((flat.get("radius_task_scale") or {}).get(cfg.generator.name) or {}).get(cfg.task.name)
-            if scale is not None and flat["radius"] is not None:
-                if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-                    raise UserError(f"radius_task_scale.{cfg.generator.name}.{cfg.task.name} must be a number > 0, "
-                                    f"got {scale!r}")
+            scale = _task_factor(flat, cfg, "radius_task_scale", zero_ok=False) if flat["radius"] is not None else None
+            if scale is not None:
                 flat["radius"] = [None if r is None else r * scale for r in flat["radius"]]
-        # Where validation found the layer priors harmful for a task, their weight T is scaled (0: off) per task.
-        prior_scale = ((flat.get("prior_task_scale") or {}).get(cfg.generator.name) or {}).get(cfg.task.name)
-        if prior_scale is not None:
-            if isinstance(prior_scale, bool) or not isinstance(prior_scale, (int, float)) or not prior_scale >= 0:
-                raise UserError(f"prior_task_scale.{cfg.generator.name}.{cfg.task.name} must be a number >= 0, "
-                                f"got {prior_scale!r}")
-            T = flat.get("gen_temperature")
-            is_num = lambda t: isinstance(t, (int, float)) and not isinstance(t, bool)  # noqa: E731
-            if is_num(T):
-                flat["gen_temperature"] = T * prior_scale
-            elif isinstance(T, list) and all(map(is_num, T)):  # anything else: SolverSettings says what is wrong
-                flat["gen_temperature"] = [t * prior_scale for t in T]
         try:
             settings = SolverSettings.build(flat)
         except SettingsError as exc:
             raise UserError(str(exc)) from None
+        # Where validation found the layer priors harmful for a task, their weight T is scaled (0: off) per task.
+        prior_scale = _task_factor(flat, cfg, "prior_task_scale", zero_ok=True)
+        if prior_scale is not None:
+            settings.gen_temperature = [t * prior_scale for t in settings.gen_temperature]
         for key in ("project_latent", "project_noises", "carry_skip"):
             if not isinstance(getattr(settings, key), bool):
                 raise UserError(f"{key} must be true or false, got {getattr(settings, key)!r}")
