@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inverse.init_search import search_latents
 from inverse.losses import geocross
 from inverse.operators import Operator
 from inverse.optim import round_optimizer
@@ -93,8 +94,10 @@ class ImageRng:
         return out.to(self.device)
 
 
-def init_variables(G: Generator, n_images: int, settings: SolverSettings, rng: ImageRng) -> Variables:
-    """Round-0 state: z by ``latent_init``, noise maps by ``noise_init`` (one set per chain)."""
+def init_variables(G: Generator, n_images: int, settings: SolverSettings, rng: ImageRng,
+                   problem: Problem | None = None) -> Variables:
+    """Round-0 state: z by ``latent_init``, noise maps by ``noise_init`` (one set per chain). ``latent_init:
+    search`` judges candidates on ``problem``'s measurements (N·K rows) and draws them from the rng's streams."""
     b = n_images * settings.chains
     shape = (G.num_ws, G.w_dim)
     device = rng.device
@@ -107,6 +110,10 @@ def init_variables(G: Generator, n_images: int, settings: SolverSettings, rng: I
         noises = syn.make_noises(b, mode="const", device=device)
     else:
         noises = [rng.randn(*s[1:]) for s in syn.noise_shapes()]
+    if settings.latent_init == "search":
+        if problem is None:
+            raise ValueError("latent_init 'search' needs the problem (its measurements judge the candidates)")
+        z = search_latents(problem, noises, rng.gens, settings.init_candidates, settings.chains)
     return Variables(z=z, noises=noises)
 
 
@@ -400,7 +407,7 @@ def solve(problem: Problem, settings: SolverSettings, priors: LayerPriors | None
     if batch.perceptual is not None:
         batch.perceptual_target = batch.operator.rgb_view(batch.y)
 
-    v = init_variables(G, n, s, rng)
+    v = init_variables(G, n, s, rng, batch)
     failed = torch.zeros(n * k, dtype=torch.bool, device=device)
     rounds, logs, layer_states = [], [], {}
     start = time.perf_counter()

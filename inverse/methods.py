@@ -161,6 +161,9 @@ class Landscape(Rounds):
         ckpt = (cfg.get("landscape") or {}).get("ckpt")
         if not isinstance(ckpt, str) or not ckpt:
             raise UserError("method landscape needs landscape.ckpt (a landscape.pt from train_landscape.py)")
+        if rounds.settings.latent_init == "search":  # the candidates are W-space samples; θ has no inverse
+            raise UserError("method landscape cannot start by latent_init=search (θ has no inverse); use zeros, "
+                            "ones or randn")
         return cls(rounds.settings, ckpt=ckpt)
 
     def build(self, cfg: DictConfig, G: Any, load_prior: Callable[..., ScorePrior | None], device: Any) -> None:

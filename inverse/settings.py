@@ -13,7 +13,7 @@ PER_ROUND = {"lr": 0.05, "lr_schedule": "constant", "mse": 1.0, "pe": 0.0, "vars
              "gen_temperature": 0.0, "radius": None}
 LR_SCHEDULES = ("constant", "cosine")
 PRIOR_STEPS = ("pc", "score", "grad")
-LATENT_INITS = ("ones", "zeros", "randn")
+LATENT_INITS = ("ones", "zeros", "randn", "search")
 NOISE_INITS = ("random", "const")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -50,8 +50,9 @@ class SolverSettings:
     projections; radius: per-round l1-ball radius for x around its round-start value (None/0 = none).
     noises_lookahead: round r optimises the first noises_lookahead + 2r noise maps. prior_step: 'pc' | 'score' |
     'grad' (−temperature · score added to the gradient); score_eps: step of the 'score' form. chains: posterior
-    samples per measurement. latent_init: 'ones' (published), 'zeros' or 'randn'; noise_init: 'random'
-    (published) or the generator's 'const' maps.
+    samples per measurement. latent_init: 'ones' (published), 'zeros', 'randn', or 'search': the best
+    ``init_candidates`` W-space samples by measurement loss, one per chain (:mod:`inverse.init_search`);
+    noise_init: 'random' (published) or the generator's 'const' maps.
     carry_skip: carry the skip-branch RGB image of layer r (exact composition) or drop it as the published
     code does. optimizer: 'adam' (published) or 'sgd' (plain gradient steps: with the 'score' prior step and
     matched temperatures a round is then unadjusted Langevin dynamics on the posterior; see the tests).
@@ -82,6 +83,7 @@ class SolverSettings:
     score_eps: float = 1e-3
     chains: int = 1
     latent_init: str = "ones"
+    init_candidates: int = 256
     noise_init: str = "random"
     carry_skip: bool = True
     optimizer: str = "adam"
@@ -155,6 +157,10 @@ class SolverSettings:
             raise SettingsError(f"noises_lookahead must be an integer >= 0, got {self.noises_lookahead!r}")
         if not isinstance(self.chains, int) or isinstance(self.chains, bool) or self.chains < 1:
             raise SettingsError(f"chains must be an integer >= 1, got {self.chains!r}")
+        m = self.init_candidates
+        if self.latent_init == "search" and (not isinstance(m, int) or isinstance(m, bool) or m < self.chains):
+            raise SettingsError(f"init_candidates must be an integer >= chains ({self.chains}) for latent_init "
+                                f"'search', got {m!r}")
         if num_blocks is not None and self.rounds > num_blocks:
             raise SettingsError(f"steps asks for {self.rounds} rounds, but the generator has only {num_blocks} "
                                 f"layers to optimise at (0..{num_blocks - 1})")

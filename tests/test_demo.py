@@ -134,7 +134,8 @@ def test_sgilo_grad_uses_the_priors_of_inverted_images():
     assert s.prior_step == "grad" and s.radius == [100, 100, 400] and s.lr_schedule == ["cosine"] * 3
     assert s.gen_temperature == [0.0, 0.01, 0.01] and s.latent_temperature == [0.0] * 3
     assert s.prior_reference_measurements == 256  # T holds at 256 measurements, T·256/m at m
-    assert s.latent_noise_temp == s.gen_noise_temp == 0.0 and s.latent_init == "zeros"
+    assert s.latent_noise_temp == s.gen_noise_temp == 0.0
+    assert s.latent_init == "search" and s.init_candidates == 256  # round 0 from the best W-space samples
     G, proxy = build_generator(OmegaConf.to_container(cfg.generator), resolve=resolve_path)
     method.build(cfg, G, lambda name, layer: load_prior(name, layer, G, cfg, torch.device("cpu")), "cpu")
     assert method.priors.latent is None and sorted(method.priors.layers) == [1, 2]

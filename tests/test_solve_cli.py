@@ -320,10 +320,13 @@ def test_calibrated_settings_apply_per_method_and_generator():
         ffhq, ffhq_priors = settings("method=sgilo", "generator=ffhq")
         assert ffhq["prior_step"] == "pc" and ffhq["steps"] == [300, 300, 300] and ffhq["radius"] == [None] * 3
         assert ffhq_priors["ffhq"]["gen_configs"] == [None, "layer1", "layer2", "syn_layer3"]
-        for method, demo, other in [("csgm", [300], [1200]), ("ilo", [100] * 3, [300] * 3)]:
+        for method, demo, other, start in [("csgm", [300], [1200], "zeros"), ("ilo", [100] * 3, [300] * 3, "ones")]:
             assert settings(f"method={method}")[0]["steps"] == demo
+            assert settings(f"method={method}")[0]["latent_init"] == "search"  # the demo's calibrated start
             assert settings(f"method={method}", "generator=ffhq")[0]["steps"] == other
             assert settings(f"method={method}", "~calibrated")[0]["steps"] == other
+            for extra in ("generator=ffhq", "~calibrated"):  # the published start
+                assert settings(f"method={method}", extra)[0]["latent_init"] == start
         assert settings("method=sgilo", "steps=[7,7]", "lr=0.3")[0]["steps"] == [7, 7]  # the command line wins
         assert settings("method=sgilo", "lr=0.3")[0]["lr"] == [0.3] * 3
 
