@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inverse.holdout import holdout_operator
 from inverse.init_search import search_latents
 from inverse.losses import geocross
 from inverse.operators import Operator
@@ -406,10 +407,15 @@ def solve(problem: Problem, settings: SolverSettings, priors: LayerPriors | None
                     reference=None if problem.reference is None else problem.reference.repeat_interleave(k, 0))
     if batch.perceptual is not None:
         batch.perceptual_target = batch.operator.rgb_view(batch.y)
+    holdout = None
+    if s.holdout_fraction > 0:  # a share of each measurement left out of the fit, to choose the round by
+        holdout = holdout_operator(problem.operator, problem.y, s.holdout_fraction,
+                                   [image_generator(seed, i, stream=5) for i in ids])
+        batch = replace(batch, operator=holdout)
 
     v = init_variables(G, n, s, rng, batch)
     failed = torch.zeros(n * k, dtype=torch.bool, device=device)
-    rounds, logs, layer_states = [], [], {}
+    rounds, logs, layer_states, checks = [], [], {}, []
     start = time.perf_counter()
     # The 'pc' sampler draws from the global RNG: seed it from the batch, without disturbing the caller's stream.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -423,5 +429,11 @@ def solve(problem: Problem, settings: SolverSettings, priors: LayerPriors | None
             with torch.no_grad():
                 image = render(batch, v)
                 rounds.append(image.reshape(n, k, *image.shape[1:]))
-    return Solution(rounds=rounds, final=rounds[-1], failed=failed.reshape(n, k).any(1), variables=v,
+                if holdout is not None:
+                    checks.append(holdout.check_error(holdout.A(image), batch.y))
+    final = rounds[-1]
+    if holdout is not None:  # per chain, the round whose image best predicts the held-out measurements
+        best = torch.stack(checks).nan_to_num(float("inf")).argmin(0).reshape(n, k)
+        final = torch.stack(rounds)[best, torch.arange(n)[:, None], torch.arange(k)[None, :]]
+    return Solution(rounds=rounds, final=final, failed=failed.reshape(n, k).any(1), variables=v,
                     layer_states=layer_states, logs=logs, seconds=time.perf_counter() - start)

@@ -122,7 +122,8 @@ def batch_metrics(items: list[InputImage], ref: torch.Tensor, y: torch.Tensor, o
     """
     layers = [log_.layer for log_ in sol.logs]
     per_round = [image_metrics(r.mean(1), ref, op, y, lpips_fn) for r in sol.rounds]
-    final = per_round[-1]  # the solution is the last round's images (sol.mean == sol.rounds[-1].mean(1))
+    # The solution is the last round's images, unless the solver chose a round per chain (holdout_fraction).
+    final = per_round[-1] if sol.final is sol.rounds[-1] else image_metrics(sol.mean, ref, op, y, lpips_fn)
     naive = image_metrics(op.naive(y), ref, None, None, lpips_fn)
     k = int(sol.final.shape[1])
     # With K > 1 chains: does the posterior std rank the pixels by the error of the mean? (None for K = 1)

@@ -62,6 +62,8 @@ class SolverSettings:
     the weights at m_ref measurements, and a row with m measurements gets T·m_ref/m. The data term is a mean over
     the m measurements, so this keeps the balance of the MAP objective Σ(Ax − y)²/(2σ²) − log p(x): the more
     the measurements say, the less the prior weighs (None: the same T for every task, as published).
+    holdout_fraction: leave this share of each measurement's entries out of the fit and end each chain with the
+    round whose image predicts them best (:mod:`inverse.holdout`; 0: off, the last round).
     """
 
     steps: list[int]
@@ -90,6 +92,7 @@ class SolverSettings:
     t_hot: float | None = None
     t_hot_end: float | None = None
     prior_reference_measurements: int | None = None
+    holdout_fraction: float = 0.0
 
     @property
     def rounds(self) -> int:
@@ -151,6 +154,9 @@ class SolverSettings:
         m_ref = self.prior_reference_measurements
         if m_ref is not None and (not isinstance(m_ref, int) or isinstance(m_ref, bool) or m_ref < 1):
             raise SettingsError(f"prior_reference_measurements must be an integer >= 1 or null, got {m_ref!r}")
+        f = self.holdout_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+            raise SettingsError(f"holdout_fraction must be a number in [0, 1), got {f!r}")
         if self.t_hot_end is not None and self.t_hot is None:
             raise SettingsError("t_hot_end anneals from t_hot: set t_hot too")
         if not isinstance(self.noises_lookahead, int) or self.noises_lookahead < 0:
