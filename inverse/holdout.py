@@ -1,7 +1,7 @@
 """Which round to stop at, chosen per image by measurements the solver does not fit (``holdout_fraction``).
 
 The layer rounds fit the measurements ever better, and past some layer the fit leaves the generator's range: on
-the demo's in-range references ILO and SGILO gain 2–4 dB at layer 1 and give 1.5–2.7 dB back at layer 2, while on
+the demo's in-range references ILO and SGILO gain 2–4 dB at layer 1 and give 1.5–2.8 dB back at layer 2, while on
 held-out emoji layer 2 gains (README, *Results*). Which case an image is in can be read off measurements set
 aside: a random ``holdout_fraction`` of each measurement's observed entries is left out of the data term, and
 after each round the error on them is computed; each chain ends with the image of the round where it was lowest.
