@@ -63,14 +63,17 @@ class FitOperator(Operator):
         observed = self.base.restrict_to_observed(torch.ones_like(y))
         return (observed * self._rows(self.keep, y)).flatten(1).sum(1)
 
-    def measurement_loss(self, ax: Tensor, y: Tensor) -> Tensor:
-        weight = self.base.restrict_to_observed(self._rows(self.keep, y))
+    def _masked_mse(self, ax: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        """Mean of (ax − y)² per row (B,) over the observed entries where ``mask`` (N, ...) is 1."""
+        weight = self.base.restrict_to_observed(self._rows(mask, y))
         return ((ax - y).square() * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
+
+    def measurement_loss(self, ax: Tensor, y: Tensor) -> Tensor:
+        return self._masked_mse(ax, y, self.keep)
 
     def check_error(self, ax: Tensor, y: Tensor) -> Tensor:
         """Mean squared error (B,) on the held-out entries."""
-        weight = self.base.restrict_to_observed(1.0 - self._rows(self.keep, y))
-        return ((ax - y).square() * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
+        return self._masked_mse(ax, y, 1.0 - self.keep)
 
 
 def holdout_operator(base: Operator, y: Tensor, fraction: float, gens: Sequence[torch.Generator]) -> FitOperator:
