@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from inverse.operator_base import Operator
+from inverse.operator_base import Operator, rows_for
 
 
 class FitOperator(Operator):
@@ -37,12 +37,6 @@ class FitOperator(Operator):
         self.name = base.name
         self.linear = base.linear
         self.register_buffer("keep", keep, persistent=False)
-
-    def _rows(self, mask: Tensor, t: Tensor) -> Tensor:
-        n, b = mask.shape[0], t.shape[0]
-        if b % n:
-            raise ValueError(f"{n} hold-out masks cannot serve a batch of {b} rows")
-        return mask.to(dtype=t.dtype, device=t.device).repeat_interleave(b // n, 0)
 
     def A(self, x: Tensor) -> Tensor:
         return self.base.A(x)
@@ -61,11 +55,11 @@ class FitOperator(Operator):
 
     def measurement_count(self, y: Tensor) -> Tensor:
         observed = self.base.restrict_to_observed(torch.ones_like(y))
-        return (observed * self._rows(self.keep, y)).flatten(1).sum(1)
+        return (observed * rows_for(self.keep, y, "hold-out")).flatten(1).sum(1)
 
     def _masked_mse(self, ax: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         """Mean of (ax − y)² per row (B,) over the observed entries where ``mask`` (N, ...) is 1."""
-        weight = self.base.restrict_to_observed(self._rows(mask, y))
+        weight = self.base.restrict_to_observed(rows_for(mask, y, "hold-out"))
         return ((ax - y).square() * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
 
     def measurement_loss(self, ax: Tensor, y: Tensor) -> Tensor:

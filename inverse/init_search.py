@@ -11,8 +11,8 @@ cheap form of that. Per measurement i::
     loss_c = ‖A(G(u_c, noises_i)) − y_i‖² / m      # forward passes only, no gradient
     chain k starts from u_(k)                      # the K lowest losses, every row of z the same sample
 
-The cost is M forward passes of the generator per measurement (no backward), reported by the benchmarks beside
-the Adam steps.
+The cost is M forward passes of the generator per measurement (no backward): for M = 256 on the demo about
+0.25 s per image on one CPU thread, against 0.6 s for its 300 Adam steps (bench/results/init_search/).
 """
 
 from __future__ import annotations

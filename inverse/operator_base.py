@@ -15,7 +15,7 @@ from torch import Tensor
 
 from utils import UserError
 
-__all__ = ["Operator", "OperatorConfigError", "cpu_generator"]
+__all__ = ["Operator", "OperatorConfigError", "cpu_generator", "rows_for"]
 
 
 class OperatorConfigError(UserError, ValueError):
@@ -28,6 +28,19 @@ def cpu_generator(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
+
+
+def rows_for(values: Tensor, t: Tensor, what: str) -> Tensor:
+    """Per-measurement ``values`` (M, ...) laid out for the batch ``t`` (N, ...), on its device and dtype: as they
+    are when M is 1 or N, else each repeated N/M times in a row (measurement-major, as ``x.repeat_interleave(K, 0)``
+    lays out K chains or candidates per measurement). ``what`` names them in the error."""
+    m, n = values.shape[0], t.shape[0]
+    values = values.to(device=t.device, dtype=t.dtype)
+    if m == 1 or m == n:
+        return values
+    if n % m == 0:
+        return values.repeat_interleave(n // m, 0)
+    raise ValueError(f"{what}: {m} masks cannot serve a batch of {n} images (need 1, {m} or a multiple).")
 
 
 class Operator(torch.nn.Module):

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from inverse.operator_base import Operator, OperatorConfigError, cpu_generator
+from inverse.operator_base import Operator, OperatorConfigError, cpu_generator, rows_for
 from utils import resolve_path
 
 __all__ = [
@@ -296,13 +296,7 @@ class Inpainting(Operator):
         if self.mask is None:
             raise RuntimeError("inpainting mask 'black_pixels' is not set yet: call set_mask_from_image(x) or pass "
                                "reference= to build_operator.")
-        m, n = self.mask.shape[0], t.shape[0]
-        mask = self.mask.to(device=t.device, dtype=t.dtype)
-        if m == 1 or m == n:
-            return mask
-        if n % m == 0:
-            return mask.repeat_interleave(n // m, 0)
-        raise ValueError(f"inpainting: {m} masks cannot serve a batch of {n} images (need 1, {m} or a multiple).")
+        return rows_for(self.mask, t, "inpainting")
 
     @property
     def observed_fraction(self) -> Tensor:
