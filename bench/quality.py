@@ -89,9 +89,9 @@ SAMPLER_SETTINGS = {  # chosen on validation (bench/results/samplers_val/table.m
     "langevin_pixel": ["langevin.spacing=geometric"], "dps_pixel": [],
     "resample_pixel": ["resample.spacing=geometric", "resample.gamma_scale=1e5"],
 }
-# What SGILO's prior adds, on the held-out set: SGILO with the prior's weight 0, everything else (optimiser, ball,
-# Langevin noise where there is any) the same.
-ABLATIONS = {"sgilo_no_prior": ["latent_temperature=0", "gen_temperature=0"]}
+# What SGILO's priors add, on the held-out set: SGILO with the weights of its score priors and of its range prior 0,
+# everything else (optimiser, ball, Langevin noise where there is any) the same.
+ABLATIONS = {"sgilo_no_prior": ["latent_temperature=0", "gen_temperature=0", "range_weight=0"]}
 
 
 def method_overrides(method: str, steps: int) -> list[str]:

@@ -5,6 +5,7 @@ the input of block r). Per step::
 
     image  = clamp(G_r(z, noises, x))                      # forward from layer r
     loss_i = mse[r]·A-loss + pe[r]·LPIPS + geocross·GeoCross(z[:, 2r:])   # one value per chain
+             + range_weight[r]·w·|x − G_{0→r}(z)|²/|G_{0→r}(z)|²   # the range prior (off unless set)
     Δ      = prior(z), prior(x)                            # at the same iterate as the gradient
     Adam step on Σ_i loss_i                                # per-chain losses are independent
     z += latent_temperature[r]·Δz + latent_noise_temp·ξ    # SGILO's prior step (Langevin)
@@ -41,6 +42,7 @@ from inverse.losses import geocross
 from inverse.operators import Operator
 from inverse.optim import round_optimizer
 from inverse.prior_step import LayerPriors, add_prior_gradients, apply_prior_step, prior_deltas, prior_time
+from inverse.range_prior import range_distance, range_row_weights
 from inverse.settings import SolverSettings, learning_rate
 from stylegan.networks import Generator
 from stylegan.proxy import MappingProxy
@@ -144,8 +146,9 @@ def render(problem: Problem, v: Variables) -> Tensor:
     return image.clamp(-1, 1)
 
 
-def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSettings) -> Tensor:
-    """Per-row loss (B,) of round r."""
+def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSettings,
+              range_weights: Tensor | None = None) -> Tensor:
+    """Per-row loss (B,) of round r; ``range_weights`` (B,) are the rows' weights w of the range prior."""
     op = problem.operator
     ax = op.A(image)  # applied once, shared by the data term and the perceptual term
     loss = op.measurement_loss(ax, problem.y)
@@ -158,6 +161,9 @@ def objective(problem: Problem, image: Tensor, v: Variables, r: int, s: SolverSe
         loss = loss + s.pe[r] * problem.perceptual(op.rgb_view(ax), target)
     if s.geocross > 0 and problem.geocross is not None and v.z.shape[1] - 2 * r > 1:
         loss = loss + s.geocross * problem.geocross(v.z[:, 2 * r:])
+    if s.range_weight[r] > 0 and v.x is not None:
+        distance = range_distance(problem, v)
+        loss = loss + s.range_weight[r] * (distance if range_weights is None else distance * range_weights)
     return loss
 
 
@@ -288,6 +294,9 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     projections = Projections.start(v, r, s, params)
     frozen = [t.detach().clone() for t in params]  # where failed rows stay
     weight = prior_row_weights(problem, s)
+    range_weights = None
+    if s.range_weight[r] > 0 and v.x is not None:  # the range prior's row weights, from where the round starts
+        range_weights = range_row_weights(problem, render(problem, v), weight, s.range_adaptive)
     losses: list[float] = []
     row_losses: list[Tensor] = []
     row_psnrs: list[Tensor] = []
@@ -299,7 +308,7 @@ def run_round(problem: Problem, v: Variables, r: int, s: SolverSettings, priors:
     bar = tqdm(range(s.steps[r]), desc=f"round {r} (layer {v.layer})", disable=not progress, leave=False)
     for step in bar:
         image = render(problem, v)
-        loss = objective(problem, image, v, r, s)
+        loss = objective(problem, image, v, r, s, range_weights)
         dz, dx = prior_deltas(v, r, s, priors, prior_time(step, s.steps[r], s))
         if weight is not None:
             dz, dx = (None if d is None else d * weight.reshape(-1, *[1] * (d.dim() - 1)) for d in (dz, dx))

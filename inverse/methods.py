@@ -22,7 +22,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -98,6 +98,15 @@ class Rounds(Method):
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Rounds:
         flat = {**to_plain(cfg), "chains": cfg.chains}
+        # Where validation preferred another value of a solver key for one task, the method config says so per
+        # generator and task (``task_overrides.<generator>.<task>: {key: value}``); it wins over the flat key.
+        overrides = ((flat.get("task_overrides") or {}).get(cfg.generator.name) or {}).get(cfg.task.name) or {}
+        if not isinstance(overrides, dict):
+            raise UserError(f"task_overrides.{cfg.generator.name}.{cfg.task.name} must map solver keys to values, "
+                            f"got {overrides!r}")
+        if unknown := sorted(set(overrides) - {f.name for f in fields(SolverSettings)}):
+            raise UserError(f"task_overrides.{cfg.generator.name}.{cfg.task.name}: unknown solver key(s) {unknown}")
+        flat.update(overrides)
         per_generator = flat.get("radius_per_generator") or {}
         if flat.get("radius") is None and per_generator:
             # The l1 norm of a feature tensor grows with its size, so ILO's radii are given per generator.

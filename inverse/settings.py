@@ -10,7 +10,7 @@ from typing import Any
 
 # Per-round settings and the value they take when a config leaves them out.
 PER_ROUND = {"lr": 0.05, "lr_schedule": "constant", "mse": 1.0, "pe": 0.0, "vars": "nlg", "latent_temperature": 0.0,
-             "gen_temperature": 0.0, "radius": None}
+             "gen_temperature": 0.0, "radius": None, "range_weight": 0.0}
 LR_SCHEDULES = ("constant", "cosine")
 PRIOR_STEPS = ("pc", "score", "grad")
 LATENT_INITS = ("ones", "zeros", "randn", "search")
@@ -64,6 +64,9 @@ class SolverSettings:
     the measurements say, the less the prior weighs (None: the same T for every task, as published).
     holdout_fraction: leave this share of each measurement's entries out of the fit and end each chain with the
     round whose image predicts them best (:mod:`inverse.holdout`; 0: off, the last round).
+    range_weight: per round, the weight λ of the generator-range prior |x − G_{0→r}(z)|² / |G_{0→r}(z)|² on the
+    layer features (:mod:`inverse.range_prior`; 0: off), times m_ref/m like the score priors; range_adaptive: and
+    divided per row by the measurement loss the round starts from (the range holds what it already explains).
     """
 
     steps: list[int]
@@ -75,6 +78,7 @@ class SolverSettings:
     gen_temperature: list[float]
     radius: list[float | None]
     lr_schedule: list[str]
+    range_weight: list[float]
     geocross: float = 0.0
     latent_noise_temp: float = 0.0
     gen_noise_temp: float = 0.0
@@ -93,6 +97,7 @@ class SolverSettings:
     t_hot_end: float | None = None
     prior_reference_measurements: int | None = None
     holdout_fraction: float = 0.0
+    range_adaptive: bool = False
 
     @property
     def rounds(self) -> int:
@@ -132,7 +137,7 @@ class SolverSettings:
             raise SettingsError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.noise_init not in NOISE_INITS:
             raise SettingsError(f"noise_init must be one of {NOISE_INITS}, got {self.noise_init!r}")
-        for name in ("lr", "mse", "pe", "latent_temperature", "gen_temperature"):
+        for name in ("lr", "mse", "pe", "latent_temperature", "gen_temperature", "range_weight"):
             for r, v in enumerate(getattr(self, name)):
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                     raise SettingsError(f"{name}[{r}] must be a finite number >= 0, got {v!r}")
@@ -157,6 +162,8 @@ class SolverSettings:
         f = self.holdout_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
             raise SettingsError(f"holdout_fraction must be a number in [0, 1), got {f!r}")
+        if not isinstance(self.range_adaptive, bool):
+            raise SettingsError(f"range_adaptive must be true or false, got {self.range_adaptive!r}")
         if self.t_hot_end is not None and self.t_hot is None:
             raise SettingsError("t_hot_end anneals from t_hot: set t_hot too")
         if not isinstance(self.noises_lookahead, int) or self.noises_lookahead < 0:

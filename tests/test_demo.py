@@ -120,8 +120,9 @@ def test_proxy_and_prior_tools_write_new_files_only(tmp_path):
 
 
 def test_sgilo_grad_uses_the_priors_of_inverted_images():
-    """method=sgilo_grad on the demo: the prior as a gradient term, ILO's optimiser, and the committed Gaussians
-    fitted on inverted train images at layers 1-2 (no prior on z, no Langevin noise), weighted per measurement."""
+    """method=sgilo_grad on the demo: the prior as a gradient term, ILO's optimiser (its per-task balls and
+    spherical projections), the adaptive range prior, and the committed Gaussians fitted on inverted train images at
+    layers 1-2 (no prior on z, no Langevin noise), weighted per measurement."""
     from hydra import compose, initialize_config_dir
 
     from inverse.methods import build_method
@@ -131,7 +132,8 @@ def test_sgilo_grad_uses_the_priors_of_inverted_images():
         cfg = compose("solve_inverse", overrides=["method=sgilo_grad"])
     method = build_method(cfg)
     s = method.settings
-    assert s.prior_step == "grad" and s.radius == [100, 100, 400] and s.lr_schedule == ["cosine"] * 3
+    assert s.prior_step == "grad" and s.radius == [50, 50, 200] and s.lr_schedule == ["cosine"] * 3  # inpainting
+    assert s.project_latent and s.project_noises and s.range_adaptive and s.range_weight == [0.0, 1e-4, 1e-4]
     assert s.gen_temperature == [0.0, 0.01, 0.01] and s.latent_temperature == [0.0] * 3
     assert s.prior_reference_measurements == 256  # T holds at 256 measurements, T·256/m at m
     assert s.latent_noise_temp == s.gen_noise_temp == 0.0

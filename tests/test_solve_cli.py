@@ -259,7 +259,9 @@ def test_ilo_radius_is_chosen_per_generator():
         cfg = compose("solve_inverse", overrides=["method=ilo", "generator=ffhq", "task=super_resolution"])
         assert Rounds.from_config(cfg).settings.radius == [1000, 1000, 6000]  # the published radii are not scaled
         cfg = compose("solve_inverse", overrides=["method=sgilo_grad", "task=super_resolution"])
-        assert Rounds.from_config(cfg).settings.radius == [100, 100, 400]  # SGILO keeps its ball (a halved one lost)
+        assert Rounds.from_config(cfg).settings.radius == [50.0, 50.0, 200.0]  # SGILO has ILO's per-task balls
+        cfg = compose("solve_inverse", overrides=["method=sgilo_grad", "task=super_resolution", "~radius_task_scale"])
+        assert Rounds.from_config(cfg).settings.radius == [100, 100, 400]
         cfg = compose("solve_inverse", overrides=["method=ilo", "radius_task_scale.demo.inpainting=-1"])
         with pytest.raises(UserError, match="radius_task_scale.demo.inpainting must be a number > 0"):
             Rounds.from_config(cfg)
@@ -293,6 +295,38 @@ def test_prior_weight_per_task():
                  "gen_temperature=[0,0.02,0.02,0.02]") == [0.0, 0.01, 0.01]
         cfg = compose("solve_inverse", overrides=["method=sgilo", "+prior_task_scale.demo.inpainting=-1"])
         with pytest.raises(UserError, match="prior_task_scale.demo.inpainting must be a number >= 0"):
+            Rounds.from_config(cfg)
+
+
+def test_task_overrides_and_range_prior_settings():
+    """task_overrides: on the demo, the calibrated SGILO has ILO's spherical projections except on denoising (where
+    validation found them harmful), the range prior and ILO's per-task balls; the published settings have none of
+    them; ~task_overrides drops the exception; an unknown key or a non-mapping is a one-line error."""
+    from hydra import compose, initialize_config_dir
+
+    from inverse.methods import Rounds
+    from utils import UserError
+
+    def S(*overrides: str):
+        return Rounds.from_config(compose("solve_inverse", overrides=list(overrides))).settings
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        s = S("method=sgilo", "task=inpainting")
+        assert (s.project_latent, s.project_noises, s.range_adaptive) == (True, True, True)
+        assert s.range_weight == [0.0, 1e-4, 1e-4] and s.radius == [50.0, 50.0, 200.0]
+        s = S("method=sgilo", "task=denoising")
+        assert (s.project_latent, s.project_noises) == (False, False) and s.radius == [100, 100, 400]
+        s = S("method=sgilo", "task=denoising", "~task_overrides")
+        assert (s.project_latent, s.project_noises) == (True, True)
+        s = S("method=sgilo", "task=denoising", "generator=tiny")  # the exception is the demo's
+        assert (s.project_latent, s.project_noises) == (True, True)
+        s = S("method=sgilo", "~calibrated", "task=inpainting")  # published: no range prior, no ball
+        assert s.range_weight == [0.0] * 3 and not s.range_adaptive and s.radius == [None] * 3
+        cfg = compose("solve_inverse", overrides=["method=sgilo", "+task_overrides.demo.inpainting.bogus=1"])
+        with pytest.raises(UserError, match=r"task_overrides.demo.inpainting: unknown solver key\(s\) \['bogus'\]"):
+            Rounds.from_config(cfg)
+        cfg = compose("solve_inverse", overrides=["method=sgilo", "task=denoising", "task_overrides.demo.denoising=3"])
+        with pytest.raises(UserError, match="task_overrides.demo.denoising must map solver keys to values"):
             Rounds.from_config(cfg)
 
 
